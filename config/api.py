@@ -1,0 +1,23 @@
+"""The one router of the REST API (/api/v1/).
+
+``POST /api/v1/forms/<slug>/submissions/`` (the public form endpoint) is routed in
+``config.urls`` before this router; nothing here may shadow it.
+"""
+
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from leads.api.views import FormViewSet, LeadViewSet
+
+
+class Router(DefaultRouter):
+    """DefaultRouter plus the routes a ViewSet action cannot spell (a file extension)."""
+
+    def get_urls(self):
+        extra = [path("leads/export.csv", LeadViewSet.as_view({"get": "export"}), name="lead-export")]
+        return extra + super().get_urls()
+
+
+router = Router()
+router.register("leads", LeadViewSet, basename="lead")
+router.register("forms", FormViewSet, basename="form")
