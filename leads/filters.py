@@ -1,0 +1,199 @@
+"""The one FilterSet of the lead list, shared by the API, the CSV export, the triage UI
+and saved segments, so that a segment means the same thing everywhere.
+
+Query parameters (all optional, all combined with AND):
+
+- ``status``, ``temperature``, ``state``: repeat to match any, ``?status=new&status=qualified``;
+- ``owner``: a user id, ``me`` or ``unassigned``;
+- ``source``, ``form``, ``reason``: slugs;
+- ``interest``: contains, case-insensitive;
+- ``created_after`` / ``created_before``: a date (the whole day, in the site's time
+  zone, both ends included) or a date and time (ISO 8601);
+- ``score_min`` / ``score_max``: inclusive;
+- ``q``: every word in the name, email, company or phone (see ``selectors.lead_search``);
+- ``ordering``: ``score``, ``created_at`` or ``last_activity_at``, ``-`` for descending;
+  ties are broken by id in the same direction. Default ``-score``.
+"""
+
+import datetime
+import re
+
+import django_filters
+from django import forms
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
+
+from . import selectors
+from .models import Lead, LeadStatus, Temperature
+from .normalize import BRAZIL_STATES
+
+# Public ordering names -> model fields. The list pagination orders the same way.
+ORDERING_FIELDS = {"score": "score", "created_at": "created_at", "last_activity_at": "last_activity_at"}
+ORDERING_CHOICES = [
+    (f"{prefix}{name}", label)
+    for name, (ascending, descending) in {
+        "score": (_("Score, lowest first"), _("Score, highest first")),
+        "created_at": (_("Oldest first"), _("Newest first")),
+        "last_activity_at": (_("Least recent activity first"), _("Most recent activity first")),
+    }.items()
+    for prefix, label in (("", ascending), ("-", descending))
+]
+DEFAULT_ORDERING = "-score"
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+OWNER_PATTERN = r"^(me|unassigned|[0-9]{1,18})$"
+
+
+def parse_ordering(value):
+    """'-score' -> ('score', True). Unknown or empty: the default order."""
+    value = value if value and value.lstrip("-") in ORDERING_FIELDS else DEFAULT_ORDERING
+    return ORDERING_FIELDS[value.lstrip("-")], value.startswith("-")
+
+
+def order_by(field, descending):
+    """The ORDER BY of a lead list: the field (NULLs at the end of a descending list,
+    so both databases agree), then id in the same direction, so the order is total."""
+    nullable = Lead._meta.get_field(field).null
+    if descending:
+        return [F(field).desc(nulls_last=True) if nullable else F(field).desc(), F("id").desc()]
+    return [F(field).asc(nulls_first=True) if nullable else F(field).asc(), F("id").asc()]
+
+
+class UpperCaseMultipleChoiceField(django_filters.fields.MultipleChoiceField):
+    def to_python(self, value):
+        return [str(item).strip().upper() for item in super().to_python(value)]
+
+
+class StateFilter(django_filters.MultipleChoiceFilter):
+    """UF codes, any case."""
+
+    field_class = UpperCaseMultipleChoiceField
+
+
+class DateOrDateTimeField(forms.Field):
+    """'2026-03-31' (a date) or '2026-03-31T14:30:00-03:00' (ISO 8601 date and time)."""
+
+    default_error_messages = {
+        "invalid": _("Enter a date (2026-03-31) or a date and time (2026-03-31T14:30:00-03:00)."),
+    }
+
+    def to_python(self, value):
+        value = (value or "").strip()
+        if not value:
+            return None
+        # An unencoded '+' of a UTC offset arrives as a space.
+        value = re.sub(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$", r"\1+\2", value)
+        try:
+            parsed = parse_date(value) or parse_datetime(value)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        if isinstance(parsed, datetime.datetime):
+            if timezone.is_naive(parsed):
+                parsed = timezone.make_aware(parsed)
+            try:
+                parsed.astimezone(datetime.UTC)
+            except OverflowError as exc:
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
+        return parsed
+
+
+@extend_schema_field({"type": "string", "description": "A date (YYYY-MM-DD) or an ISO 8601 date and time."})
+class CreatedFilter(django_filters.Filter):
+    """A bound on ``created_at``. A date stands for the whole day in the site's time zone."""
+
+    field_class = DateOrDateTimeField
+
+    def __init__(self, *args, upper, **kwargs):
+        self.upper = upper
+        super().__init__(*args, field_name="created_at", **kwargs)
+
+    def filter(self, qs, value):
+        if value in (None, ""):
+            return qs
+        if isinstance(value, datetime.datetime):
+            return qs.filter(**{f"created_at__{'lte' if self.upper else 'gte'}": value})
+        if self.upper:
+            try:
+                value += datetime.timedelta(days=1)
+            except OverflowError:
+                return qs  # "before the end of time"
+            return qs.filter(created_at__lt=_start_of(value))
+        return qs.filter(created_at__gte=_start_of(value))
+
+
+def _start_of(day):
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+@extend_schema_field({"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX})
+class ScoreFilter(django_filters.NumberFilter):
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, field_name="score", min_value=INT_MIN, max_value=INT_MAX, **kwargs)
+
+
+@extend_schema_field({"type": "string", "pattern": OWNER_PATTERN})
+class OwnerFilter(django_filters.CharFilter):
+    """A user id, ``me`` (the person asking) or ``unassigned``."""
+
+    field_class = forms.RegexField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("regex", OWNER_PATTERN)
+        kwargs.setdefault(
+            "error_messages", {"invalid": _("Enter a user id, “me” or “unassigned”.")}
+        )
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if not value:
+            return qs
+        if value == "unassigned":
+            return qs.filter(owner__isnull=True)
+        if value == "me":
+            user = getattr(self.parent.request, "user", None)
+            if user is None or not user.is_authenticated:
+                return qs.none()
+            return qs.filter(owner=user)
+        return qs.filter(owner_id=int(value))
+
+
+class LeadFilterSet(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(
+        choices=LeadStatus.choices, label=_("Status (repeat for any of several)")
+    )
+    temperature = django_filters.MultipleChoiceFilter(choices=Temperature.choices, label=_("Temperature"))
+    owner = OwnerFilter(label=_("Owner: a user id, “me” or “unassigned”"))
+    source = django_filters.CharFilter(field_name="source__slug", max_length=50, label=_("Source (slug)"))
+    form = django_filters.CharFilter(field_name="form__slug", max_length=50, label=_("Form (slug)"))
+    interest = django_filters.CharFilter(lookup_expr="icontains", max_length=255, label=_("Interest contains"))
+    state = StateFilter(choices=sorted((code, code) for code in BRAZIL_STATES), label=_("State (UF)"))
+    created_after = CreatedFilter(upper=False, label=_("Created on or after"))
+    created_before = CreatedFilter(upper=True, label=_("Created on or before"))
+    score_min = ScoreFilter(lookup_expr="gte", label=_("Score at least"))
+    score_max = ScoreFilter(lookup_expr="lte", label=_("Score at most"))
+    reason = django_filters.CharFilter(field_name="reason__slug", max_length=50, label=_("Reason (slug)"))
+    q = django_filters.CharFilter(method="search", max_length=200, label=_("Search name, email, company, phone"))
+    ordering = django_filters.ChoiceFilter(
+        choices=ORDERING_CHOICES, method="keep", empty_label=None, label=_("Order (default: -score)"),
+    )
+
+    class Meta:
+        model = Lead
+        fields = []
+
+    def search(self, queryset, name, value):
+        return selectors.lead_search(queryset, value)
+
+    def keep(self, queryset, name, value):
+        # Applied after every filter, in filter_queryset, so the default order applies too.
+        return queryset
+
+    def filter_queryset(self, queryset):
+        queryset = super().filter_queryset(queryset)
+        return queryset.order_by(*order_by(*parse_ordering(self.form.cleaned_data.get("ordering"))))

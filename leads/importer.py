@@ -1,0 +1,1134 @@
+"""CSV import of leads: streamed, set-based, and normalised and deduplicated exactly
+like the public endpoint.
+
+Rows are read lazily from a text stream (UTF-8 with or without BOM, or cp1252;
+``,`` or ``;``) and handled in batches. Each row is cleaned by the same function the
+endpoint uses (``services.clean_for_form``); each batch is written in one short
+transaction: the leads it touches are looked up (and locked) in one or two queries,
+merges are computed in Python with the rule of ``services.lead_capture`` (fill empty
+fields, never overwrite; dedupe by email, or by phone when there is no email), then
+new leads, changed leads and timeline events are written with a few multi-row
+statements. If another writer inserted one of the batch's emails meanwhile, the
+batch is rolled back and redone row by row through ``services.lead_capture``.
+
+Used by ``manage.py import_leads`` and by the admin upload (an ``ImportJob`` run by a
+Celery worker).
+"""
+
+import bisect
+import codecs
+import csv
+import datetime
+import functools
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import re
+import time
+from array import array
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import F
+from django.utils import timezone, translation
+from django.utils.translation import gettext_lazy as _
+
+from . import normalize, services
+from .capture import ALWAYS_ACCEPTED, CleanLead, clean_lead_data
+from .models import Consent, Form, ImportJob, Lead, LeadEvent, LeadStatus, StatusSetBy
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 2000
+SNIFF_BYTES = 64 * 1024
+REJECTED_SAMPLE_SIZE = 100
+DELIMITERS = ",;"
+
+# Bytes that are not UTF-8 in a file that started as UTF-8 (a spreadsheet that mixed
+# encodings) are read as cp1252 instead of failing the whole import.
+_FALLBACK_ERRORS = "funil-cp1252-fallback"
+
+
+def _decode_as_cp1252(error):
+    return error.object[error.start:error.end].decode("cp1252", errors="replace"), error.end
+
+
+codecs.register_error(_FALLBACK_ERRORS, _decode_as_cp1252)
+
+
+class ImportFileError(ValueError):
+    """The file cannot be read as CSV, or the mapping does not fit it."""
+
+
+# --- Reading the file -----------------------------------------------------------------
+
+
+def detect_encoding(sample):
+    """'utf-8-sig' (UTF-8, with or without a BOM) when ``sample`` decodes as UTF-8,
+    else 'cp1252', what Excel in Portuguese writes."""
+    try:
+        # Incremental, so that a character cut at the end of the sample is not an error.
+        codecs.getincrementaldecoder("utf-8-sig")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return "cp1252"
+    return "utf-8-sig"
+
+
+def detect_delimiter(text):
+    """',' or ';', by csv.Sniffer over the first lines; when it cannot tell, the one the
+    header line has more of."""
+    lines = text.splitlines()[:50]
+    sample = "\n".join(lines)
+    try:
+        delimiter = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        delimiter = None
+    if delimiter not in DELIMITERS:
+        header = lines[0] if lines else ""
+        delimiter = ";" if header.count(";") > header.count(",") else ","
+    return delimiter
+
+
+class CsvFile:
+    """A CSV file read lazily, row by row, with its detected encoding and delimiter.
+
+    ``rows()`` yields ``(line, cells)``: the line number where the row starts in the
+    file (the header is line 1), and its cells. ``bytes_done`` follows the reading,
+    for a progress bar that needs no second pass over the file.
+    """
+
+    def __init__(self, path, *, encoding=None, delimiter=None):
+        self.path = Path(path)
+        try:
+            self.size = self.path.stat().st_size
+            with self.path.open("rb") as handle:
+                sample = handle.read(SNIFF_BYTES)
+        except OSError as exc:
+            raise ImportFileError(f"Cannot read {self.path}: {exc.strerror or exc}") from exc
+        self.encoding = encoding or detect_encoding(sample)
+        text = codecs.getincrementaldecoder(self.encoding)(errors="replace").decode(sample, final=False)
+        self.delimiter = delimiter or detect_delimiter(text)
+        self.bytes_done = 0
+        self.header = self._read_header()
+
+    def _open(self):
+        binary = self.path.open("rb")
+        errors = _FALLBACK_ERRORS if self.encoding.startswith("utf-8") else "replace"
+        return binary, io.TextIOWrapper(binary, encoding=self.encoding, errors=errors, newline="")
+
+    def _read_header(self):
+        binary, text = self._open()
+        with text:
+            for cells in csv.reader(text, delimiter=self.delimiter):
+                if any(cell.strip() for cell in cells):
+                    return [cell.strip() for cell in cells]
+        raise ImportFileError("The file is empty: it has no header line.")
+
+    def rows(self, *, start_after_line=0):
+        """The data rows, lazily. Blank lines are not yielded; the header is skipped."""
+        binary, text = self._open()
+        with text:
+            reader = csv.reader(text, delimiter=self.delimiter)
+            header_seen = False
+            previous_end = 0
+            try:
+                for cells in reader:
+                    line = previous_end + 1
+                    previous_end = reader.line_num
+                    if not header_seen:
+                        header_seen = any(cell.strip() for cell in cells)
+                        continue
+                    if line <= start_after_line:
+                        continue
+                    self.bytes_done = binary.tell()
+                    yield line, cells
+            except csv.Error as exc:
+                raise ImportFileError(f"Line {previous_end + 1}: the file is not valid CSV ({exc}).") from exc
+        self.bytes_done = self.size
+
+    def preview(self, count=5):
+        return [cells for _line, cells in islice(self.rows(), count)]
+
+
+def rejected_path_for(path):
+    """Where the rejected rows of ``path`` go: beside it, ``<name>.rejected.csv``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rejected.csv")
+
+
+# --- Columns to fields ----------------------------------------------------------------
+
+FIELD_LABELS = {"name": _("full name"), "consent": _("consent")}
+# More names a column may have to map by itself (besides a field's name and labels).
+EXTRA_ALIASES = {"name": [_("name")]}
+
+
+def _canonical(text):
+    """How a header and a field name are compared: no case, accents, spaces or punctuation."""
+    return re.sub(r"[^a-z0-9]", "", normalize.fold(text))
+
+
+def field_choices(form):
+    """The fields a column may go to: what ``form`` accepts (and what every form
+    accepts), as ``[(key, label)]``, standard fields first in their usual order."""
+    accepted = set(form.get_accepted_fields()) | set(ALWAYS_ACCEPTED)
+    accepted.discard(form.honeypot_field)
+    keys = [name for name in Form.STANDARD_FIELDS if name in accepted]
+    keys += sorted(accepted - set(Form.STANDARD_FIELDS))
+    return [(key, _label(key)) for key in keys]
+
+
+def _label(key):
+    if key in FIELD_LABELS:
+        return FIELD_LABELS[key]
+    try:
+        return Lead._meta.get_field(key).verbose_name
+    except Exception:  # noqa: BLE001 - a custom field: its name is its label
+        return key
+
+
+def _aliases(key):
+    """The names a header may have to map to ``key`` by itself: the key, and its label
+    in English and in Brazilian Portuguese, with and without a parenthesised note."""
+    names = {key}
+    for label in (_label(key), *EXTRA_ALIASES.get(key, ())):
+        for language in ("en", "pt-br"):
+            with translation.override(language):
+                text = str(label)
+            names.add(text)
+            names.add(re.sub(r"\(.*?\)", "", text))
+    return {_canonical(name) for name in names if _canonical(name)}
+
+
+def auto_columns(header, form):
+    """For each column of ``header``, the field it maps to by its name, or None."""
+    by_alias = {}
+    for key, _label_text in field_choices(form):
+        for alias in _aliases(key):
+            by_alias.setdefault(alias, key)
+    columns, taken = [], set()
+    for name in header:
+        key = by_alias.get(_canonical(name))
+        if key in taken:
+            key = None
+        columns.append(key)
+        if key:
+            taken.add(key)
+    return columns
+
+
+def resolve_columns(header, form, overrides=None):
+    """The field of each column: ``overrides`` ({column name: field, or "" to ignore
+    it}) first, then the automatic mapping. Raises ``ImportFileError`` for a column the
+    file does not have, a field the form does not accept, or a field given twice."""
+    columns = auto_columns(header, form)
+    choices = {key for key, _label_text in field_choices(form)}
+    by_canonical_choice = {_canonical(key): key for key in choices}
+    for column, target in (overrides or {}).items():
+        positions = [i for i, name in enumerate(header) if name == column] or [
+            i for i, name in enumerate(header) if _canonical(name) == _canonical(column)
+        ]
+        if not positions:
+            raise ImportFileError(f"The file has no column {column!r}. Its columns: {', '.join(header)}.")
+        target = (target or "").strip()
+        if target:
+            key = target if target in choices else by_canonical_choice.get(_canonical(target))
+            if key is None:
+                raise ImportFileError(
+                    f"{target!r} is not a field the form accepts. Fields: {', '.join(sorted(choices))}."
+                )
+            # The field now comes from this column; a column mapped to it automatically lets go.
+            columns = [None if existing == key else existing for existing in columns]
+        else:
+            key = None
+        for position in positions:
+            columns[position] = key
+    return check_columns(header, columns, form)
+
+
+def check_columns(header, columns, form):
+    """Validate a mapping (one field or None per column); returns it as a list."""
+    columns = [column or None for column in columns]
+    if len(columns) != len(header):
+        raise ImportFileError("The mapping does not have one entry per column.")
+    choices = {key for key, _label_text in field_choices(form)}
+    seen = {}
+    for name, key in zip(header, columns, strict=True):
+        if key is None:
+            continue
+        if key not in choices:
+            raise ImportFileError(f"{key!r} is not a field the form accepts.")
+        if key in seen:
+            raise ImportFileError(f"Columns {seen[key]!r} and {name!r} both go to {key!r}; choose one.")
+        seen[key] = name
+    if not {"email", "phone"} & set(seen):
+        raise ImportFileError("Map a column to email or phone: every lead needs one of them.")
+    return columns
+
+
+# --- The report ---------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    last_line: int = 0
+    rejected_rows: list = field(default_factory=list)  # [(line, errors)]
+
+
+@dataclass
+class ImportReport:
+    file_name: str
+    dry_run: bool = False
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    rejected_sample: list = field(default_factory=list)  # the first rejected rows: [(line, errors)]
+    rejected_path: str = ""
+    bytes_done: int = 0
+    bytes_total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    elapsed: float = 0.0
+    per_row_batches: int = 0
+
+    @property
+    def rate(self):
+        return self.rows / self.elapsed if self.elapsed else 0.0
+
+    def add(self, batch):
+        self.rows += batch.rows
+        self.created += batch.created
+        self.updated += batch.updated
+        self.rejected += batch.rejected
+        self.skipped += batch.skipped
+        room = REJECTED_SAMPLE_SIZE - len(self.rejected_sample)
+        if room > 0:
+            self.rejected_sample.extend(batch.rejected_rows[:room])
+        self.elapsed = time.monotonic() - self.started
+
+
+def format_errors(errors):
+    return "; ".join(f"{name}: {message}" for name, message in errors.items())
+
+
+# --- Rejected rows, and what a dry run remembers --------------------------------------------
+
+
+class _RejectedWriter:
+    """Writes rejected rows to their CSV file as they come (same columns, plus line and
+    errors), so that nothing about them is kept in memory."""
+
+    def __init__(self, path, header, *, delimiter=",", resume_after=0):
+        self.path = path
+        self.header = header
+        self.delimiter = delimiter
+        self.handle = self.writer = None
+        self.written = False
+        if path is None:
+            return
+        if resume_after and path.exists():
+            self._trim(resume_after)
+            self._open("a")
+        elif path.exists():
+            path.unlink()  # a stale file of an earlier run would mislead
+
+    def _open(self, mode):
+        new = mode == "w" or not self.path.exists()
+        self.handle = self.path.open(mode, encoding="utf-8-sig" if new else "utf-8", newline="")
+        self.writer = csv.writer(self.handle, delimiter=self.delimiter)
+        if new:
+            self.writer.writerow([*self.header, "line", "errors"])
+        self.written = True
+
+    def _trim(self, last_line):
+        """Keep only the rows of committed batches (the worker may have died after
+        writing a batch's rejected rows and before committing it)."""
+        kept = []
+        with self.path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=self.delimiter)
+            head = next(reader, None)
+            for row in reader:
+                if len(row) >= 2 and row[-2].isdigit() and int(row[-2]) <= last_line:
+                    kept.append(row)
+        with self.path.open("w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle, delimiter=self.delimiter)
+            writer.writerow(head or [*self.header, "line", "errors"])
+            writer.writerows(kept)
+
+    def write(self, rows):
+        """``rows``: [(line, cells, errors)]. Flushed, so it is on disk before the commit."""
+        if self.path is None or not rows:
+            return
+        if self.handle is None:
+            self._open("a" if self.path.exists() else "w")
+        for line, cells, errors in rows:
+            self.writer.writerow([*cells[:len(self.header)], line, format_errors(errors)])
+        self.handle.flush()
+
+    def close(self):
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+class _KeySet:
+    """Keys (emails, phones) a dry run would have created in earlier batches: 8 bytes
+    each in a sorted array, so that a dry run of a large file stays small too."""
+
+    MERGE_EVERY = 50_000
+
+    def __init__(self):
+        self.sorted = array("q")
+        self.recent = set()
+
+    @staticmethod
+    def _digest(key):
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+    def add(self, key):
+        self.recent.add(self._digest(key))
+        if len(self.recent) >= self.MERGE_EVERY:
+            self.sorted = array("q", sorted([*self.sorted, *self.recent]))
+            self.recent = set()
+
+    def __contains__(self, key):
+        digest = self._digest(key)
+        if digest in self.recent:
+            return True
+        position = bisect.bisect_left(self.sorted, digest)
+        return position < len(self.sorted) and self.sorted[position] == digest
+
+
+# --- Importing ---------------------------------------------------------------------------
+
+
+def default_workers():
+    """Processes that clean rows beside the one that writes: one per core, when there
+    are several cores and the platform can fork."""
+    cores = os.cpu_count() or 1
+    return min(cores, 4) if cores > 1 and "fork" in multiprocessing.get_all_start_methods() else 0
+
+
+def import_csv(*, path, form, columns=None, overrides=None, empty_values=(), dry_run=False,
+               batch_size=DEFAULT_BATCH_SIZE, file_name=None, rejected_path=None, start_after_line=0,
+               on_batch=None, csv_file=None, workers=None):
+    """Import the leads of the CSV file at ``path`` into ``form`` (and its source).
+
+    ``columns`` is the field of each column (see ``resolve_columns``), or the automatic
+    mapping with ``overrides``. ``empty_values`` are read as empty. The rejected rows
+    go to ``rejected_path`` (default ``<name>.rejected.csv`` beside the file) with
+    their line number and errors. A dry run reads, validates and looks the leads up,
+    and writes nothing.
+
+    Rows are cleaned (and new leads scored) by ``workers`` forked processes (default:
+    one per core; 0: in this process) while this one writes; at most a few batches
+    are in flight, so memory does not grow with the file.
+
+    ``on_batch(batch, report, csv_file)`` is called inside each batch's transaction,
+    so what it writes commits with the batch. Returns an ``ImportReport``.
+    """
+    csv_file = csv_file or CsvFile(path)
+    header = csv_file.header
+    columns = check_columns(header, columns, form) if columns is not None else resolve_columns(
+        header, form, overrides)
+    file_name = file_name or Path(path).name
+    report = ImportReport(file_name=file_name, dry_run=dry_run, bytes_total=csv_file.size)
+    writer = _RejectedWriter(
+        None if dry_run else Path(rejected_path or rejected_path_for(path)), header,
+        delimiter=csv_file.delimiter, resume_after=start_after_line,
+    )
+    chunks = _chunked(_payloads(csv_file.rows(start_after_line=start_after_line), header, columns), batch_size,
+                      csv_file)
+    importer = _BatchImporter(form=form, file_name=file_name, dry_run=dry_run)
+    cleaner = _Cleaner(form, empty_values, workers=default_workers() if workers is None else workers)
+    try:
+        for chunk, prepared in cleaner.prepare(chunks):
+            batch = importer.run(chunk, prepared, writer, on_batch=lambda batch, chunk=chunk: (
+                on_batch(batch, report, chunk) if on_batch else None))
+            report.per_row_batches += importer.last_batch_per_row
+            report.bytes_done = chunk.bytes_done
+            report.add(batch)
+    finally:
+        writer.close()
+    report.bytes_done = csv_file.size
+    report.elapsed = time.monotonic() - report.started
+    report.rejected_path = str(writer.path) if writer.path and writer.written else ""
+    return report
+
+
+def _payloads(rows, header, columns):
+    """``(line, cells, payload)`` for each row; a row whose every cell is empty is
+    ``(line, cells, None)`` (a blank spreadsheet line, skipped)."""
+    mapped = [(position, key) for position, key in enumerate(columns) if key]
+    width = len(header)
+    for line, cells in rows:
+        if not any(cell.strip() for cell in cells):
+            yield line, cells, None
+            continue
+        if len(cells) < width:
+            cells = cells + [""] * (width - len(cells))
+        yield line, cells, {key: cells[position] for position, key in mapped}
+
+
+@dataclass
+class _Chunk:
+    rows: list  # [(line, cells, payload)]
+    bytes_done: int  # how far into the file the reading was when this chunk was complete
+
+
+def _chunked(rows, size, csv_file):
+    while True:
+        rows_ = list(islice(rows, size))
+        if not rows_:
+            return
+        yield _Chunk(rows_, csv_file.bytes_done)
+
+
+# -- Cleaning (in worker processes) ----------------------------------------------------------------
+
+
+@dataclass
+class _CleanContext:
+    """What cleaning and scoring one row needs, and nothing from the database, so that
+    a forked worker process never touches the parent's connection."""
+
+    clean_kwargs: dict
+    facts: dict  # source_id, source slug, form_id, form slug
+    rules: object = None  # the active scoring.engine.Ruleset, or None
+    now: object = None
+
+
+class _Cleaner:
+    """Cleans chunks of rows, in order, in worker processes or in this one."""
+
+    def __init__(self, form, empty_values, *, workers):
+        from django.conf import settings
+
+        # The arguments ``services.clean_for_form`` passes (a test keeps them equal).
+        self.clean_kwargs = dict(
+            accepted=form.get_accepted_fields(), required=form.required_fields, standard=Form.STANDARD_FIELDS,
+            default_interest=form.default_interest, consent_required=form.consent_required,
+            honeypot=form.honeypot_field, phone_region=settings.FUNIL_DEFAULT_PHONE_REGION,
+            empty_values=tuple(empty_values),
+        )
+        self.facts = {"source_id": form.source_id, "source": _Slug(form.source.slug), "form_id": form.pk,
+                      "form": _Slug(form.slug)}
+        self.workers = workers
+
+    def _context(self):
+        from scoring import services as scoring
+
+        active = scoring.active_ruleset()
+        return _CleanContext(self.clean_kwargs, self.facts, rules=active[1] if active else None, now=timezone.now())
+
+    def prepare(self, chunks):
+        """Yield ``(chunk, prepared rows)``, keeping at most a few chunks in flight."""
+        if not self.workers:
+            for chunk in chunks:
+                yield chunk, _prepare_rows([(line, payload) for line, _cells, payload in chunk.rows], self._context())
+            return
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+        pending = deque()
+        try:
+            for chunk in chunks:
+                rows = [(line, payload) for line, _cells, payload in chunk.rows]
+                pending.append((chunk, pool.submit(_prepare_rows, rows, self._context())))
+                if len(pending) > self.workers:
+                    chunk, future = pending.popleft()
+                    yield chunk, future.result()
+            while pending:
+                chunk, future = pending.popleft()
+                yield chunk, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Slug:
+    __slots__ = ("slug",)
+
+    def __init__(self, slug):
+        self.slug = slug
+
+
+def _prepare_rows(rows, context):
+    """Clean each row exactly as the endpoint does and, for valid rows, the verdict the
+    active rules would give the row as a new lead (``scoring.services.score_new_lead``:
+    the row's own facts, this submission as its only engagement). Pure: no database.
+
+    Returns one tuple per row: ``(line, fields, attributes, consent, errors, verdict)``;
+    ``fields`` is None for a blank row, ``verdict`` None without active rules or when
+    the row is invalid.
+    """
+    from scoring import engine
+    from scoring.services import lead_facts
+
+    out = []
+    for line, payload in rows:
+        if payload is None:
+            out.append((line, None, None, False, None, None))
+            continue
+        clean = clean_lead_data(payload, **context.clean_kwargs)
+        if not clean.is_valid:
+            out.append((line, {}, {}, False, clean.errors, None))
+            continue
+        verdict = None
+        if context.rules is not None:
+            lead = _NewLead.build(clean.fields, clean.attributes, context.facts, context.now)
+            found = engine.evaluate(context.rules, lead_facts(lead), [("captured", context.now)], now=context.now)
+            verdict = (found.score, found.temperature, found.status, found.reason, found.explanation)
+        out.append((line, clean.fields, clean.attributes, clean.consent, None, verdict))
+    return out
+
+
+class _NewLead:
+    """A lead about to be inserted: every column at its default, then the row's values.
+    A plain object: building a Django model instance costs more than the rest of the
+    row's work."""
+
+    pk = None
+
+    @classmethod
+    def build(cls, fields, attributes, facts, now):
+        lead = cls()
+        lead.__dict__.update(_lead_defaults())
+        lead.__dict__.update(facts)
+        lead.__dict__.update((name, value) for name, value in fields.items() if name in services.CONTACT_FIELDS)
+        lead.attributes = dict(attributes)
+        lead.last_activity_at = now
+        return lead
+
+    def values(self):
+        return [getattr(self, name) for name in _lead_columns()]
+
+
+@functools.cache
+def _lead_columns():
+    return tuple(field.attname for field in Lead._meta.concrete_fields if not field.primary_key)
+
+
+@functools.cache
+def _lead_defaults_cached():
+    return {field.attname: field.get_default() for field in Lead._meta.concrete_fields if not field.primary_key}
+
+
+def _lead_defaults():
+    defaults = dict(_lead_defaults_cached())
+    defaults["attributes"] = {}
+    return defaults
+
+
+# -- Writing (in this process) --------------------------------------------------------------------
+
+
+class _BatchImporter:
+    """Turns a batch of cleaned rows into leads and timeline events, set-based."""
+
+    def __init__(self, *, form, file_name, dry_run):
+        self.form = form
+        self.file_name = file_name
+        self.dry_run = dry_run
+        self.dry_run_keys = _KeySet() if dry_run else None
+        self.last_batch_per_row = 0
+        self.facts = {"source_id": form.source_id, "source": form.source, "form_id": form.pk, "form": form}
+
+    def run(self, chunk, prepared, writer, *, on_batch):
+        """Write (or, in a dry run, only plan) one batch. Returns a BatchResult."""
+        result = BatchResult(rows=len(prepared), last_line=prepared[-1][0])
+        valid, rejected = [], []
+        for (line, cells, _payload), row in zip(chunk.rows, prepared, strict=True):
+            fields, errors = row[1], row[4]
+            if fields is None:
+                result.skipped += 1
+            elif errors:
+                rejected.append((line, cells, errors))
+            else:
+                valid.append(row)
+        result.rejected = len(rejected)
+        result.rejected_rows = [(line, format_errors(errors))
+                                for line, _cells, errors in rejected[:REJECTED_SAMPLE_SIZE]]
+        self.last_batch_per_row = 0
+        if self.dry_run:
+            plan = self._plan(valid, now=timezone.now(), locking=False)
+            result.created, result.updated = len(plan.new_leads), plan.updated
+            on_batch(result)
+            return result
+        writer.write(rejected)
+        try:
+            with transaction.atomic():
+                result.created, result.updated = self._write(valid)
+                on_batch(result)
+        except (IntegrityError, OperationalError) as exc:
+            if isinstance(exc, OperationalError) and not _is_deadlock(exc):
+                raise
+            # Someone created one of these leads meanwhile (or two writers crossed):
+            # redo the batch one row at a time, the way the endpoint does.
+            logger.info("Import of %s: batch ending at line %s redone row by row (%s)",
+                        self.file_name, result.last_line, exc)
+            self.last_batch_per_row = 1
+            with transaction.atomic():
+                result.created, result.updated = self._write_one_by_one(valid)
+                on_batch(result)
+        return result
+
+    # -- Planning: who is new, who is merged, and how ------------------------------------
+
+    def _context(self, line, consent):
+        return {"form": self.form.slug, "import": self.file_name, "line": line,
+                **({"consent": self.form.consent_version} if consent else {})}
+
+    def _lookup(self, valid, *, locking):
+        """The existing leads of the batch, by email and by phone (lowest id first, as
+        ``services.lead_capture`` finds them), locked unless ``locking`` is False."""
+        emails = {fields["email"] for _line, fields, *_rest in valid if fields.get("email")}
+        phones = {fields["phone"] for _line, fields, *_rest in valid if not fields.get("email") and fields.get("phone")}
+        queryset = Lead.objects.select_related("source", "form").order_by("id")
+        if locking:
+            queryset = queryset.select_for_update(of=("self",))
+        by_email, by_phone = {}, {}
+        for part in _chunks(sorted(emails)):
+            for lead in queryset.filter(email__in=part):
+                by_email[lead.email] = lead
+        for part in _chunks(sorted(phones)):
+            for lead in queryset.filter(phone__in=part):
+                lead = by_email.get(lead.email, lead) if lead.email else lead
+                by_phone.setdefault(lead.phone, lead)
+        return by_email, by_phone
+
+    def _plan(self, valid, *, now, locking):
+        """Walk the batch in file order, as the endpoint would see the rows one after
+        the other: which rows create a lead, which merge into one, and the events."""
+        plan = _Plan()
+        by_email, by_phone = self._lookup(valid, locking=locking)
+        scoring = None if self.dry_run else _Scoring.for_batch(
+            {lead.pk: lead for lead in [*by_email.values(), *by_phone.values()]}, now)
+        for line, clean_fields, attributes, consent, _errors, verdict in valid:
+            fields = {name: value for name, value in clean_fields.items() if name in services.CONTACT_FIELDS}
+            email, phone = fields.get("email"), fields.get("phone")
+            lead = by_email.get(email) if email else by_phone.get(phone) if phone else None
+            if lead is None and self.dry_run and (
+                (email and f"e:{email}" in self.dry_run_keys)
+                or (not email and phone and f"p:{phone}" in self.dry_run_keys)
+            ):
+                plan.updated += 1  # created by an earlier batch of this dry run
+                continue
+            context = self._context(line, consent)
+            if lead is None:
+                lead = _NewLead.build(fields, attributes, self.facts, now)
+                plan.new_leads.append(lead)
+                if email:
+                    by_email[email] = lead
+                if phone:
+                    by_phone.setdefault(phone, lead)
+                if self.dry_run:
+                    if email:
+                        self.dry_run_keys.add(f"e:{email}")
+                    if phone:
+                        self.dry_run_keys.add(f"p:{phone}")
+                    continue
+                plan.events.append((lead, LeadEvent.Kind.CAPTURED, "", "", None, context))
+                plan.events.extend(scoring.score_new(lead, verdict))
+            else:
+                plan.updated += 1
+                filled = [name for name, value in fields.items() if name in services.MERGEABLE_FIELDS
+                          and services._is_empty(getattr(lead, name)) and not services._is_empty(value)]
+                for name in filled:
+                    setattr(lead, name, fields[name])
+                new_attributes = {key: value for key, value in attributes.items() if key not in lead.attributes}
+                also_changed = []
+                if new_attributes:
+                    lead.attributes = {**lead.attributes, **new_attributes}
+                    also_changed.append("attributes")
+                if lead.source_id is None:
+                    lead.source = self.form.source
+                    also_changed.append("source")
+                if lead.form_id is None:
+                    lead.form = self.form
+                    also_changed.append("form")
+                if "phone" in filled:
+                    _offer_phone(by_phone, phone, lead)
+                if self.dry_run:
+                    continue
+                lead.last_activity_at = now
+                if lead.pk is not None:
+                    plan.merged[lead.pk] = lead
+                    plan.changed_fields.update(filled, also_changed)
+                plan.events.append((lead, LeadEvent.Kind.RESUBMITTED, "", "", None,
+                                    {**context, "filled": filled + sorted(new_attributes)}))
+                plan.events.extend(scoring.requalify(lead, plan.changed_fields))
+            if consent and not self.dry_run:
+                plan.consents.append((lead, f"import {self.file_name}, line {line}"[:255]))
+        return plan
+
+    # -- Writing ---------------------------------------------------------------------------
+
+    def _write(self, valid):
+        now = timezone.now()
+        plan = self._plan(valid, now=now, locking=True)
+        fast = connection.vendor == "postgresql" and _can_copy()
+        for lead in plan.new_leads:
+            lead.created_at = lead.updated_at = now
+        for lead in plan.merged.values():
+            lead.updated_at = now
+        changed = sorted({*plan.changed_fields, "last_activity_at", "updated_at"})
+        if fast:
+            _insert_leads_copy(plan.new_leads)
+            _update_leads_values(list(plan.merged.values()), changed)
+        else:
+            _insert_leads_orm(plan.new_leads)
+            if plan.merged:
+                Lead.objects.bulk_update(list(plan.merged.values()), changed)
+        event_rows = [(lead.pk, kind, None, from_status, to_status, reason_id, "", data, now)
+                      for lead, kind, from_status, to_status, reason_id, data in plan.events]
+        consent_rows = [(lead.pk, Consent.Action.GRANTED, self.form.pk, None, self.form.consent_text,
+                         self.form.consent_version, None, note, now) for lead, note in plan.consents]
+        if fast:
+            _copy(LeadEvent, EVENT_COLUMNS, event_rows)
+            _copy(Consent, CONSENT_COLUMNS, consent_rows)
+        else:
+            LeadEvent.objects.bulk_create([LeadEvent(**dict(zip(EVENT_COLUMNS, row, strict=True)))
+                                           for row in event_rows])
+            Consent.objects.bulk_create([Consent(**dict(zip(CONSENT_COLUMNS, row, strict=True)))
+                                         for row in consent_rows])
+        return len(plan.new_leads), plan.updated
+
+    def _write_one_by_one(self, valid):
+        """The slow, always-correct path: each row through ``services.lead_capture``."""
+        created = updated = 0
+        for line, fields, attributes, consent, _errors, _verdict in valid:
+            clean = CleanLead(fields=dict(fields), attributes=dict(attributes), consent=consent)
+            lead, was_created = services.lead_capture(clean=clean, form=self.form)
+            kind = LeadEvent.Kind.CAPTURED if was_created else LeadEvent.Kind.RESUBMITTED
+            event = LeadEvent.objects.filter(lead=lead, kind=kind).order_by("-id").first()
+            if event is not None:
+                LeadEvent.objects.filter(pk=event.pk).update(data={**event.data, **self._context(line, consent)})
+            created += was_created
+            updated += not was_created
+        return created, updated
+
+
+@dataclass
+class _Plan:
+    new_leads: list = field(default_factory=list)  # _NewLead, in file order
+    merged: dict = field(default_factory=dict)  # existing leads changed: pk -> Lead
+    changed_fields: set = field(default_factory=set)
+    updated: int = 0  # rows merged into a lead
+    events: list = field(default_factory=list)  # (lead, kind, from_status, to_status, reason_id, data)
+    consents: list = field(default_factory=list)  # (lead, note)
+
+
+EVENT_COLUMNS = ("lead_id", "kind", "actor_id", "from_status", "to_status", "reason_id", "note", "data",
+                 "created_at")
+CONSENT_COLUMNS = ("lead_id", "action", "form_id", "submission_id", "text", "version", "ip", "note", "created_at")
+
+
+def _insert_leads_orm(new_leads):
+    if not new_leads:
+        return
+    columns = _lead_columns()
+    leads = [Lead(**dict(zip(columns, lead.values(), strict=True))) for lead in new_leads]
+    Lead.objects.bulk_create(leads)
+    for new, lead in zip(new_leads, leads, strict=True):
+        new.pk = new.id = lead.pk
+
+
+def _insert_leads_copy(new_leads):
+    """PostgreSQL: take the ids from the sequence, then COPY the rows in."""
+    if not new_leads:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                       [Lead._meta.db_table, len(new_leads)])
+        ids = sorted(row[0] for row in cursor.fetchall())
+    for lead, pk in zip(new_leads, ids, strict=True):
+        lead.pk = lead.id = pk
+    _copy(Lead, ("id", *_lead_columns()), ([lead.pk, *lead.values()] for lead in new_leads))
+
+
+def _update_leads_values(leads, changed):
+    """PostgreSQL: one UPDATE … FROM (VALUES …) for the merged leads, only the changed columns."""
+    if not leads:
+        return
+    fields = [Lead._meta.get_field(name) for name in changed]
+    quote = connection.ops.quote_name
+    casts = ", ".join(["%s::bigint", *(f"%s::{field.db_type(connection)}" for field in fields)])
+    params = []
+    for lead in leads:
+        params.append(lead.pk)
+        params.extend(field.get_db_prep_save(getattr(lead, field.attname), connection) for field in fields)
+    assignments = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in fields)
+    names = ", ".join(["id", *(quote(field.column) for field in fields)])
+    rows = ", ".join([f"({casts})"] * len(leads))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Lead._meta.db_table)} AS l SET {assignments} FROM (VALUES {rows}) AS v({names}) "
+            f"WHERE l.id = v.id", params,
+        )
+
+
+def _can_copy():
+    connection.ensure_connection()
+    return hasattr(connection.connection.cursor(), "copy_expert")
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value):
+    if value is None:
+        return "\\N"
+    kind = type(value)
+    if kind is str:
+        return value.translate(_COPY_ESCAPES)
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is dict or kind is list:
+        return json.dumps(value, ensure_ascii=False).translate(_COPY_ESCAPES)
+    if kind is datetime.datetime:
+        return value.isoformat()
+    return str(value)
+
+
+def _copy(model, columns, rows):
+    """COPY ``rows`` (tuples of Python values, in ``columns`` order) into ``model``'s table."""
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(map(_copy_text, row)))
+        buffer.write("\n")
+    if not buffer.tell():
+        return
+    buffer.seek(0)
+    quote = connection.ops.quote_name
+    sql = f"COPY {quote(model._meta.db_table)} ({', '.join(quote(name) for name in columns)}) FROM STDIN"
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        cursor.cursor.copy_expert(sql, buffer)
+
+
+def _offer_phone(by_phone, phone, lead):
+    """A merge gave ``lead`` this phone: later phone-only rows find the lead with that
+    phone and the lowest id, as the endpoint's look-up does."""
+    current = by_phone.get(phone)
+    if current is None or (current.pk is None and lead.pk is not None) or (
+        current.pk is not None and lead.pk is not None and lead.pk < current.pk
+    ):
+        by_phone[phone] = lead
+
+
+def _chunks(values, size=None):
+    size = size or (900 if connection.vendor == "sqlite" else 5000)
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _is_deadlock(exc):
+    return "deadlock" in str(exc).lower()
+
+
+class _Scoring:
+    """The active rules applied as the endpoint applies them: a new lead gets the
+    verdict computed for its row (``_prepare_rows``, as ``score_new_lead`` does); a
+    merged lead is re-evaluated after each merge with the decision rule of
+    ``scoring.services.lead_qualify`` (the rules move only the statuses they own), in
+    memory, and written with the batch."""
+
+    def __init__(self, active, engagement, now):
+        self.active = active
+        self.engagement = engagement  # id(lead) -> [(kind, created_at)]
+        self.now = now
+
+    @classmethod
+    def for_batch(cls, existing, now):
+        from scoring import engine
+        from scoring import services as scoring
+
+        active = scoring.active_ruleset()
+        engagement = {}
+        if active is not None and existing and scoring.uses_engagement(active[1]):
+            kinds = [kind for kinds in engine.ENGAGEMENT_EVENT_KINDS.values() for kind in kinds]
+            for part in _chunks(sorted(existing)):
+                rows = LeadEvent.objects.filter(lead_id__in=part, kind__in=kinds).values_list(
+                    "lead_id", "kind", "created_at")
+                for lead_id, kind, created_at in rows:
+                    engagement.setdefault(id(existing[lead_id]), []).append((kind, created_at))
+        return cls(active, engagement, now)
+
+    def score_new(self, lead, verdict):
+        """Set the row's verdict on the new lead (as ``score_new_lead``); its event."""
+        from scoring import services as scoring
+
+        if self.active is None or verdict is None:
+            return []
+        ruleset, _rules = self.active
+        score, temperature, status, reason, explanation = verdict
+        lead.score, lead.temperature, lead.status = score, temperature, status
+        lead.status_set_by = StatusSetBy.RULES
+        lead.reason_id = scoring.reason_ids_cached().get(reason) if reason else None
+        setattr(lead, scoring.STATUS_STAMP[status], self.now)
+        self.engagement[id(lead)] = [("captured", self.now)]
+        return [(lead, LeadEvent.Kind.STATUS_CHANGED, LeadStatus.NEW, status, lead.reason_id, {
+            "set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version, "score": score,
+            "temperature": temperature, "explanation": explanation,
+        })]
+
+    def requalify(self, lead, changed_fields):
+        """After a merge into ``lead``: its new verdict, applied in memory; the events."""
+        from scoring import engine
+        from scoring import services as scoring
+
+        if self.active is None:
+            return []
+        ruleset, rules = self.active
+        events = self.engagement.setdefault(id(lead), [])
+        events.append(("resubmitted", self.now))
+        verdict = engine.evaluate(rules, scoring.lead_facts(lead), events, now=self.now)
+        reason = scoring.reason_ids_cached().get(verdict.reason) if verdict.reason else None
+        rules_own = lead.status_set_by == StatusSetBy.RULES and lead.status != LeadStatus.CONVERTED
+        changed = {}
+        if (lead.score, lead.temperature) != (verdict.score, verdict.temperature):
+            changed.update(score=verdict.score, temperature=verdict.temperature)
+        old_status = lead.status
+        if rules_own and (lead.status, lead.reason_id) != (verdict.status, reason):
+            changed.update(status=verdict.status, reason_id=reason, reason_note="")
+            if verdict.status != old_status:
+                changed[scoring.STATUS_STAMP[verdict.status]] = self.now
+            if verdict.status != LeadStatus.DISQUALIFIED:
+                changed["requalify_at"] = None
+        for name, value in changed.items():
+            setattr(lead, name, value)
+        changed_fields.update(name.removesuffix("_id") for name in changed)
+        out = [(lead, LeadEvent.Kind.SCORED, "", "", None, {
+            "ruleset": ruleset.pk, "version": ruleset.version, "score": verdict.score,
+            "temperature": verdict.temperature, "explanation": verdict.explanation,
+        })]
+        if "status" in changed and changed["status"] != old_status:
+            out.append((lead, LeadEvent.Kind.STATUS_CHANGED, old_status, verdict.status, reason,
+                        {"set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version}))
+        return out
+
+
+# --- Admin jobs ------------------------------------------------------------------------------
+
+IMPORTS_DIR = "imports"
+
+
+def imports_dir():
+    from django.conf import settings
+
+    return Path(settings.DATA_DIR) / IMPORTS_DIR
+
+
+def import_job_create(*, form, upload, created_by=None, empty_values=()):
+    """Store an uploaded file under ``DATA_DIR/imports/`` and create its job, waiting
+    for the column mapping. The header is read (and the file's format detected) now."""
+    import uuid
+
+    folder = imports_dir() / uuid.uuid4().hex
+    folder.mkdir(parents=True, exist_ok=True)
+    name = _safe_file_name(getattr(upload, "name", "") or "leads.csv")
+    path = folder / name
+    with path.open("wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+    try:
+        csv_file = CsvFile(path)
+    except ImportFileError:
+        path.unlink(missing_ok=True)
+        folder.rmdir()
+        raise
+    return ImportJob.objects.create(
+        form=form, created_by=created_by, file_name=name, path=str(path), encoding=csv_file.encoding,
+        delimiter=csv_file.delimiter, header=csv_file.header, columns=auto_columns(csv_file.header, form),
+        empty_values=list(empty_values), bytes_total=csv_file.size,
+    )
+
+
+def _safe_file_name(name):
+    name = Path(name.replace("\\", "/")).name
+    name = re.sub(r"[^\w.\- ]", "_", name).strip(" .") or "leads.csv"
+    return name[:200]
+
+
+def import_job_start(*, job, columns):
+    """Confirm the mapping and queue the job for a worker (on commit)."""
+    columns = check_columns(job.header, columns, job.form)
+    updated = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
+        columns=columns, status=ImportJob.Status.PENDING,
+    )
+    if updated:
+        transaction.on_commit(lambda: _enqueue(job.pk))
+    job.refresh_from_db()
+    return job
+
+
+def _enqueue(job_id):
+    from .tasks import run_import_job
+
+    try:
+        run_import_job.delay(job_id)
+    except Exception:  # noqa: BLE001 - the job waits in the database; run it with import_leads --job
+        logger.warning("Could not enqueue import job %s; run it with: manage.py import_leads --job %s",
+                       job_id, job_id)
+
+
+STALLED_AFTER_SECONDS = 600
+
+
+def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_over_stalled=False):
+    """Run a pending import job (or, with ``take_over_stalled``, one whose worker
+    stopped reporting progress), resuming after its last committed line. Safe to call
+    twice: the job is claimed with a conditional UPDATE."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+
+    now = timezone.now()
+    claimable = Q(status=ImportJob.Status.PENDING)
+    if take_over_stalled:
+        claimable |= Q(status=ImportJob.Status.RUNNING, heartbeat_at__lt=now - timedelta(seconds=STALLED_AFTER_SECONDS))
+    claimed = ImportJob.objects.filter(claimable, pk=job_id).update(
+        status=ImportJob.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:255], error="",
+    )
+    job = ImportJob.objects.select_related("form__source").get(pk=job_id)
+    if not claimed:
+        return job
+    sample = list(job.rejected_sample)
+
+    def on_batch(batch, report, chunk):
+        sample.extend([line, errors] for line, errors in batch.rejected_rows[:REJECTED_SAMPLE_SIZE - len(sample)])
+        ImportJob.objects.filter(pk=job_id).update(
+            rows_done=F("rows_done") + batch.rows, created_count=F("created_count") + batch.created,
+            updated_count=F("updated_count") + batch.updated, rejected_count=F("rejected_count") + batch.rejected,
+            skipped_count=F("skipped_count") + batch.skipped, last_line=batch.last_line,
+            bytes_done=chunk.bytes_done, heartbeat_at=timezone.now(), rejected_sample=sample,
+        )
+
+    try:
+        report = import_csv(
+            path=job.path, form=job.form, columns=job.columns, empty_values=job.empty_values,
+            batch_size=batch_size, file_name=job.file_name, start_after_line=job.last_line, on_batch=on_batch,
+            csv_file=CsvFile(job.path, encoding=job.encoding or None, delimiter=job.delimiter or None),
+        )
+    except Exception as exc:
+        logger.exception("Import job %s failed", job_id)
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportJob.Status.FAILED, finished_at=timezone.now(), error=f"{exc.__class__.__name__}: {exc}"[:5000],
+        )
+        raise
+    ImportJob.objects.filter(pk=job_id).update(
+        status=ImportJob.Status.DONE, finished_at=timezone.now(), bytes_done=job.bytes_total,
+        rejected_path=report.rejected_path or (job.rejected_path if job.rejected_count else ""),
+    )
+    job.refresh_from_db()
+    return job

@@ -1,0 +1,498 @@
+"""The shared data model: leads, their timeline, and the catalogue marketers edit."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+
+class LeadStatus(models.TextChoices):
+    NEW = "new", _("New")
+    QUALIFIED = "qualified", _("Qualified")
+    DISQUALIFIED = "disqualified", _("Disqualified")
+    OUT_OF_FOCUS = "out_of_focus", _("Out of focus")
+    CONVERTED = "converted", _("Converted")
+
+
+class Temperature(models.TextChoices):
+    HOT = "hot", _("Hot")
+    WARM = "warm", _("Warm")
+    COLD = "cold", _("Cold")
+
+
+class StatusSetBy(models.TextChoices):
+    RULES = "rules", _("Rules")
+    PERSON = "person", _("Person")
+
+
+class Source(models.Model):
+    """A capture channel: a contact form, a newsletter, a content download, a social ad..."""
+
+    class Channel(models.TextChoices):
+        CONTACT_FORM = "contact_form", _("Contact form")
+        NEWSLETTER = "newsletter", _("Newsletter sign-up")
+        CONTENT_DOWNLOAD = "content_download", _("Content download")
+        SOCIAL = "social", _("Social network")
+        IMPORT = "import", _("Import")
+        API = "api", _("Integration (API)")
+        OTHER = "other", _("Other")
+
+    slug = models.SlugField(_("slug"), unique=True)
+    name = models.CharField(_("name"), max_length=100)
+    channel = models.CharField(_("channel"), max_length=20, choices=Channel.choices, default=Channel.OTHER)
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("source")
+        verbose_name_plural = _("sources")
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Product(models.Model):
+    """Something the company sells; rules and interest matching refer to it."""
+
+    slug = models.SlugField(_("slug"), unique=True)
+    name = models.CharField(_("name"), max_length=150)
+    description = models.TextField(_("description"), blank=True)
+    keywords = models.CharField(
+        _("keywords"), max_length=500, blank=True,
+        help_text=_("Comma-separated words a lead may use when asking for this product."),
+    )
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("product")
+        verbose_name_plural = _("products")
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def keyword_list(self):
+        return [word.strip() for word in self.keywords.split(",") if word.strip()]
+
+
+class ServiceArea(models.Model):
+    """A place the company serves: a whole state (UF), or one city in it."""
+
+    name = models.CharField(_("name"), max_length=150)
+    country = models.CharField(_("country"), max_length=2, default="BR")
+    state = models.CharField(_("state (UF)"), max_length=2, blank=True)
+    city = models.CharField(_("city"), max_length=150, blank=True, help_text=_("Empty means the whole state."))
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("service area")
+        verbose_name_plural = _("service areas")
+        ordering = ["country", "state", "city"]
+        constraints = [
+            models.UniqueConstraint(fields=["country", "state", "city"], name="servicearea_unique_place"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Reason(models.Model):
+    """Why a lead was disqualified or put out of focus, from a list the marketer edits."""
+
+    class Kind(models.TextChoices):
+        DISQUALIFIED = "disqualified", _("Disqualified")
+        OUT_OF_FOCUS = "out_of_focus", _("Out of focus")
+        BOTH = "both", _("Both")
+
+    slug = models.SlugField(_("slug"), unique=True)
+    label = models.CharField(_("label"), max_length=150)
+    kind = models.CharField(_("applies to"), max_length=20, choices=Kind.choices, default=Kind.BOTH)
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("reason")
+        verbose_name_plural = _("reasons")
+        ordering = ["label"]
+
+    def __str__(self):
+        return self.label
+
+    def applies_to(self, status):
+        return self.kind == self.Kind.BOTH or self.kind == status
+
+
+class Form(models.Model):
+    """A capture form on a landing page; it posts leads to the public endpoint
+    ``POST /api/v1/forms/<slug>/submissions/``. Marketers edit what it accepts."""
+
+    # Fields every form understands; the form chooses which it accepts and requires.
+    STANDARD_FIELDS = (
+        "email", "name", "first_name", "last_name", "phone", "company", "job_title", "company_size",
+        "country", "state", "city", "interest", "budget", "message", "consent",
+        "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    )
+    DEFAULT_FIELDS = ("email", "name", "phone", "company", "job_title", "state", "city", "interest", "message")
+
+    slug = models.SlugField(_("slug"), unique=True)
+    name = models.CharField(_("name"), max_length=150)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="forms", verbose_name=_("source"))
+    default_interest = models.CharField(_("default interest"), max_length=255, blank=True)
+    fields = models.JSONField(
+        _("accepted fields"), default=list, blank=True,
+        help_text=_("Field names this form accepts. Names that are not standard fields are kept as custom "
+                    "fields of the lead. Empty: the usual contact fields."),
+    )
+    required_fields = models.JSONField(
+        _("required fields"), default=list, blank=True,
+        help_text=_("Field names that must be filled. A lead always needs an email or a phone."),
+    )
+    allowed_origins = models.TextField(
+        _("allowed origins"), blank=True,
+        help_text=_("One origin per line, e.g. https://www.example.com. Empty: any site may post."),
+    )
+    success_url = models.URLField(
+        _("success redirect URL"), blank=True,
+        help_text=_("Where a plain HTML form post is sent after success. Empty: Funil's thank-you page."),
+    )
+    thank_you_message = models.CharField(
+        _("thank-you message"), max_length=255, blank=True, default="",
+        help_text=_("Shown after a successful submission. Empty: a standard message."),
+    )
+    consent_text = models.TextField(_("consent text"), blank=True)
+    consent_version = models.CharField(_("consent text version"), max_length=30, blank=True)
+    consent_required = models.BooleanField(_("consent required"), default=False)
+    honeypot_field = models.CharField(
+        _("honeypot field"), max_length=50, default="website",
+        help_text=_("A hidden field people never fill; submissions that fill it are kept as spam."),
+    )
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("form")
+        verbose_name_plural = _("forms")
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_accepted_fields(self):
+        return list(self.fields) or list(self.DEFAULT_FIELDS)
+
+    def get_allowed_origins(self):
+        return [line.strip().rstrip("/") for line in self.allowed_origins.splitlines() if line.strip()]
+
+    def allows_origin(self, origin):
+        allowed = self.get_allowed_origins()
+        return not allowed or (origin or "").rstrip("/") in allowed
+
+
+class Lead(models.Model):
+    """A person who showed interest. Every write goes through ``leads.services``."""
+
+    # Identity and contact. Email is stored normalised (lower case, IDNA domain);
+    # NULL, never "", when unknown, so the unique constraint ignores it.
+    email = models.EmailField(_("email"), max_length=254, null=True, blank=True)
+    first_name = models.CharField(_("first name"), max_length=100, blank=True)
+    last_name = models.CharField(_("last name"), max_length=150, blank=True)
+    phone = models.CharField(_("phone"), max_length=20, blank=True, help_text=_("E.164, e.g. +5511987654321"))
+
+    # Company and profile.
+    company = models.CharField(_("company"), max_length=200, blank=True)
+    job_title = models.CharField(_("job title"), max_length=150, blank=True)
+    company_size = models.PositiveIntegerField(_("company size"), null=True, blank=True, help_text=_("Employees."))
+    country = models.CharField(_("country"), max_length=2, blank=True, default="BR")
+    state = models.CharField(_("state (UF)"), max_length=2, blank=True)
+    city = models.CharField(_("city"), max_length=150, blank=True)
+
+    # What the lead asked for.
+    interest = models.CharField(_("interest"), max_length=255, blank=True)
+    budget = models.DecimalField(_("budget"), max_digits=14, decimal_places=2, null=True, blank=True)
+    budget_currency = models.CharField(_("budget currency"), max_length=3, default="BRL")
+    message = models.TextField(_("message"), blank=True)
+
+    # Where it came from.
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, null=True, blank=True, related_name="leads", verbose_name=_("source")
+    )
+    form = models.ForeignKey(
+        Form, on_delete=models.SET_NULL, null=True, blank=True, related_name="leads", verbose_name=_("form")
+    )
+    utm_source = models.CharField(_("UTM source"), max_length=150, blank=True)
+    utm_medium = models.CharField(_("UTM medium"), max_length=150, blank=True)
+    utm_campaign = models.CharField(_("UTM campaign"), max_length=150, blank=True)
+    utm_term = models.CharField(_("UTM term"), max_length=150, blank=True)
+    utm_content = models.CharField(_("UTM content"), max_length=150, blank=True)
+
+    # Qualification.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="owned_leads", verbose_name=_("owner"), db_index=False,  # (owner, status) covers it
+    )
+    status = models.CharField(_("status"), max_length=20, choices=LeadStatus.choices, default=LeadStatus.NEW)
+    status_set_by = models.CharField(
+        _("status set by"), max_length=10, choices=StatusSetBy.choices, default=StatusSetBy.RULES
+    )
+    status_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+", verbose_name=_("status changed by"), db_index=False,
+    )
+    reason = models.ForeignKey(
+        Reason, on_delete=models.PROTECT, null=True, blank=True, related_name="leads", verbose_name=_("reason")
+    )
+    reason_note = models.TextField(_("reason note"), blank=True)
+    score = models.IntegerField(_("score"), default=0)
+    temperature = models.CharField(
+        _("temperature"), max_length=4, choices=Temperature.choices, default=Temperature.COLD
+    )
+    deal_value = models.DecimalField(_("deal value"), max_digits=14, decimal_places=2, null=True, blank=True)
+    attributes = models.JSONField(_("custom fields"), default=dict, blank=True)
+
+    # Timestamps.
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    qualified_at = models.DateTimeField(_("qualified at"), null=True, blank=True)
+    disqualified_at = models.DateTimeField(_("disqualified at"), null=True, blank=True)
+    out_of_focus_at = models.DateTimeField(_("out of focus at"), null=True, blank=True)
+    converted_at = models.DateTimeField(_("converted at"), null=True, blank=True)
+    last_activity_at = models.DateTimeField(_("last activity"), null=True, blank=True)
+    requalify_at = models.DateTimeField(_("next requalification"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("lead")
+        verbose_name_plural = _("leads")
+        ordering = ["-score", "-id"]
+        permissions = [("work_any_lead", _("Can act on any lead, not only own and unassigned ones"))]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["email"], condition=models.Q(email__isnull=False), name="lead_unique_email"
+            ),
+            # Leads without email are deduplicated by phone.
+            models.UniqueConstraint(
+                fields=["phone"], condition=models.Q(email__isnull=True) & ~models.Q(phone=""),
+                name="lead_unique_phone_without_email",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-score", "-id"], name="lead_status_score_idx"),
+            models.Index(fields=["owner", "status"], name="lead_owner_status_idx"),
+            models.Index(fields=["status", "requalify_at"], name="lead_status_requalify_idx"),
+            models.Index(fields=["phone"], name="lead_phone_idx"),
+        ]
+
+    def __str__(self):
+        return self.full_name or self.email or self.phone or f"#{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("leads:detail", args=[self.pk])
+
+    @property
+    def full_name(self):
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+    @property
+    def is_open(self):
+        """Still to be worked by sales: qualified and not yet converted."""
+        return self.status == LeadStatus.QUALIFIED
+
+
+class LeadEvent(models.Model):
+    """One entry of a lead's append-only timeline."""
+
+    class Kind(models.TextChoices):
+        CAPTURED = "captured", _("Captured")
+        RESUBMITTED = "resubmitted", _("Submitted again")
+        UPDATED = "updated", _("Details updated")
+        STATUS_CHANGED = "status_changed", _("Status changed")
+        SCORED = "scored", _("Scored")
+        ASSIGNED = "assigned", _("Assigned")
+        NOTE = "note", _("Note")
+        EMAIL_SENT = "email_sent", _("Email sent")
+        EMAIL_OPENED = "email_opened", _("Email opened")
+        EMAIL_CLICKED = "email_clicked", _("Email clicked")
+        REQUALIFIED = "requalified", _("Requalified")
+        CONSENT = "consent", _("Consent")
+
+    lead = models.ForeignKey(
+        Lead, on_delete=models.CASCADE, related_name="events", verbose_name=_("lead"),
+        db_index=False,  # (lead, -created_at) covers it
+    )
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+", verbose_name=_("by"), db_index=False,
+    )
+    from_status = models.CharField(_("from"), max_length=20, choices=LeadStatus.choices, blank=True)
+    to_status = models.CharField(_("to"), max_length=20, choices=LeadStatus.choices, blank=True)
+    reason = models.ForeignKey(
+        Reason, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("reason"),
+        db_index=False,
+    )
+    note = models.TextField(_("note"), blank=True)
+    data = models.JSONField(_("data"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("when"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("timeline event")
+        verbose_name_plural = _("timeline events")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The timeline of a lead, newest first; with the kind, rescoring counts a
+            # lead's engagement from the index alone, without visiting the table.
+            models.Index(fields=["lead", "-created_at", "kind"], name="leadevent_timeline_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} · {self.lead_id}"
+
+    @property
+    def actor_label(self):
+        if self.actor_id:
+            return self.actor.get_full_name() or self.actor.get_username()
+        return str(_("Rules")) if self.kind in (self.Kind.SCORED, self.Kind.REQUALIFIED) else str(_("System"))
+
+
+class Submission(models.Model):
+    """A form post exactly as it arrived, stored before anything else happens, so that
+    nothing is lost: if processing fails, ``manage.py replay_submissions`` retries it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        PROCESSED = "processed", _("Processed")
+        INVALID = "invalid", _("Invalid")
+        SPAM = "spam", _("Spam")
+        FAILED = "failed", _("Failed")
+
+    public_id = models.UUIDField(_("public id"), default=uuid.uuid4, unique=True, editable=False)
+    form = models.ForeignKey(Form, on_delete=models.PROTECT, related_name="submissions", verbose_name=_("form"))
+    payload = models.JSONField(_("payload"), default=dict)
+    content_type = models.CharField(_("content type"), max_length=100, blank=True)
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=500, blank=True)
+    referrer = models.CharField(_("referrer"), max_length=1000, blank=True)
+    origin = models.CharField(_("origin"), max_length=255, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, null=True, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    errors = models.JSONField(_("errors"), default=dict, blank=True)
+    dropped_keys = models.JSONField(_("dropped keys"), default=list, blank=True)
+    lead = models.ForeignKey(
+        Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="submissions", verbose_name=_("lead")
+    )
+    created_lead = models.BooleanField(_("created the lead"), default=False)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("submission")
+        verbose_name_plural = _("submissions")
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["form", "idempotency_key"], condition=models.Q(idempotency_key__isnull=False),
+                name="submission_unique_idempotency_key",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "received_at"], name="submission_status_idx")]
+
+    def __str__(self):
+        return f"{self.form} · {self.received_at:%Y-%m-%d %H:%M}"
+
+
+class Consent(models.Model):
+    """The consent ledger: what a lead agreed to (text and version), when and where,
+    and every withdrawal."""
+
+    class Action(models.TextChoices):
+        GRANTED = "granted", _("Granted")
+        WITHDRAWN = "withdrawn", _("Withdrawn")
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="consents", verbose_name=_("lead"))
+    action = models.CharField(_("action"), max_length=10, choices=Action.choices, default=Action.GRANTED)
+    form = models.ForeignKey(
+        Form, on_delete=models.SET_NULL, null=True, blank=True, verbose_name=_("form"), db_index=False
+    )
+    submission = models.ForeignKey(
+        Submission, on_delete=models.SET_NULL, null=True, blank=True, verbose_name=_("submission"), db_index=False
+    )
+    text = models.TextField(_("text"), blank=True)
+    version = models.CharField(_("version"), max_length=30, blank=True)
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    note = models.CharField(_("note"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("when"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("consent")
+        verbose_name_plural = _("consents")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} · {self.version}"
+
+
+class ImportJob(models.Model):
+    """A CSV import started from admin: the uploaded file and its column mapping, then
+    the progress and report of the worker that imports it (``leads.importer``).
+
+    Each batch of rows commits its leads together with ``last_line`` and the counts,
+    so a job taken over after its worker died resumes after the last committed row.
+    """
+
+    class Status(models.TextChoices):
+        MAPPING = "mapping", _("Waiting for the column mapping")
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    form = models.ForeignKey(Form, on_delete=models.PROTECT, related_name="import_jobs", verbose_name=_("form"))
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("created by"), db_index=False,
+    )
+    file_name = models.CharField(_("file name"), max_length=255)
+    path = models.CharField(_("stored file"), max_length=1000)
+    encoding = models.CharField(_("encoding"), max_length=20, blank=True)
+    delimiter = models.CharField(_("delimiter"), max_length=1, blank=True)
+    header = models.JSONField(_("columns"), default=list, blank=True)
+    columns = models.JSONField(
+        _("column mapping"), default=list, blank=True,
+        help_text=_("The lead field each column goes to, in the file's order; empty: the column is ignored."),
+    )
+    empty_values = models.JSONField(_("values read as empty"), default=list, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.MAPPING)
+    bytes_total = models.PositiveBigIntegerField(_("file size"), default=0)
+    bytes_done = models.PositiveBigIntegerField(_("bytes read"), default=0)
+    rows_done = models.PositiveBigIntegerField(_("rows read"), default=0)
+    last_line = models.PositiveBigIntegerField(_("last line committed"), default=0)
+    created_count = models.PositiveBigIntegerField(_("leads created"), default=0)
+    updated_count = models.PositiveBigIntegerField(_("leads updated"), default=0)
+    rejected_count = models.PositiveBigIntegerField(_("rows rejected"), default=0)
+    skipped_count = models.PositiveBigIntegerField(_("blank rows"), default=0)
+    rejected_path = models.CharField(_("rejected rows file"), max_length=1000, blank=True)
+    rejected_sample = models.JSONField(_("first rejected rows"), default=list, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    worker = models.CharField(_("worker"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last progress"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("lead import")
+        verbose_name_plural = _("lead imports")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.file_name} · {self.get_status_display()}"
+
+    @property
+    def progress(self):
+        """0–100: the share of the file read."""
+        if self.status == self.Status.DONE:
+            return 100
+        if not self.bytes_total:
+            return 0
+        return max(0, min(100, round(100 * self.bytes_done / self.bytes_total)))

@@ -1,0 +1,165 @@
+"""Pure normalisation of what people type into forms. No ORM, no settings.
+
+Each function returns the clean value, or raises ``ValueError`` with a message a
+person can read (it ends up in a 400 response naming the field).
+"""
+
+import re
+import unicodedata
+from decimal import Decimal, InvalidOperation
+
+import phonenumbers
+
+# The 27 federative units of Brazil: code -> name.
+BRAZIL_STATES = {
+    "AC": "Acre", "AL": "Alagoas", "AP": "Amapá", "AM": "Amazonas", "BA": "Bahia",
+    "CE": "Ceará", "DF": "Distrito Federal", "ES": "Espírito Santo", "GO": "Goiás",
+    "MA": "Maranhão", "MT": "Mato Grosso", "MS": "Mato Grosso do Sul", "MG": "Minas Gerais",
+    "PA": "Pará", "PB": "Paraíba", "PR": "Paraná", "PE": "Pernambuco", "PI": "Piauí",
+    "RJ": "Rio de Janeiro", "RN": "Rio Grande do Norte", "RS": "Rio Grande do Sul",
+    "RO": "Rondônia", "RR": "Roraima", "SC": "Santa Catarina", "SP": "São Paulo",
+    "SE": "Sergipe", "TO": "Tocantins",
+}
+
+
+def fold(text):
+    """Lower case without accents: how every text comparison in Funil sees a value."""
+    decomposed = unicodedata.normalize("NFKD", str(text))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().strip()
+
+
+_STATE_BY_FOLDED_NAME = {fold(name): code for code, name in BRAZIL_STATES.items()}
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def normalize_email(value):
+    """Trim, lower-case, encode the domain as IDNA. '' stays ''."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if not _EMAIL_RE.match(value):
+        raise ValueError("Enter a valid email address.")
+    local, _, domain = value.rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError("Enter a valid email address.") from exc
+    if len(local) > 64 or len(local) + len(domain) + 1 > 254:
+        raise ValueError("Enter a valid email address.")
+    return f"{local.lower()}@{domain.lower()}"
+
+
+def normalize_phone(value, default_region="BR"):
+    """Any way a person writes a phone number -> E.164 ('+5511987654321')."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("Enter a valid phone number.") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("Enter a valid phone number.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_state(value, country="BR"):
+    """A Brazilian state by code or name, any case or accents -> its UF code."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if country and country.upper() != "BR":
+        if len(value) == 2 and value.isalpha():
+            return value.upper()
+        raise ValueError("Enter the state as its two-letter code.")
+    folded = fold(value)
+    if folded.upper() in BRAZIL_STATES:
+        return folded.upper()
+    if folded in _STATE_BY_FOLDED_NAME:
+        return _STATE_BY_FOLDED_NAME[folded]
+    raise ValueError("Enter a Brazilian state (UF code or name).")
+
+
+_MULTIPLIERS = {"k": Decimal(1000), "mil": Decimal(1000), "m": Decimal(1000000), "mi": Decimal(1000000)}
+
+
+def normalize_budget(value):
+    """'R$ 5.000,00', '5000', '5k', '5,5 mil', '1.5M' -> Decimal. '' -> None.
+
+    A single separator followed by exactly three digits is a thousands separator
+    ('5.000' is five thousand); otherwise it is the decimal mark.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, Decimal)):
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        amount = Decimal(str(value))
+    else:
+        text = fold(value).replace("r$", "").replace("brl", "").replace(" ", "")
+        if not text:
+            return None
+        match = re.fullmatch(r"([0-9.,]+)(k|mil|mi|m)?", text)
+        if not match:
+            raise ValueError("Enter an amount, e.g. 5000, 5.000,00 or 5k.")
+        digits, suffix = match.groups()
+        amount = _parse_number(digits) * _MULTIPLIERS.get(suffix or "", Decimal(1))
+    if amount < 0:
+        raise ValueError("The budget cannot be negative.")
+    if amount >= Decimal("1e12"):
+        raise ValueError("The budget is too large.")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _parse_number(digits):
+    separators = [ch for ch in digits if ch in ".,"]
+    if not separators:
+        cleaned = digits
+    elif len(set(separators)) == 2:
+        decimal_mark = digits[max(digits.rfind("."), digits.rfind(","))]
+        thousands = "," if decimal_mark == "." else "."
+        cleaned = digits.replace(thousands, "").replace(decimal_mark, ".")
+    else:
+        mark = separators[0]
+        head, _, tail = digits.rpartition(mark)
+        if len(separators) > 1 or len(tail) == 3:
+            cleaned = digits.replace(mark, "")
+        else:
+            cleaned = f"{head.replace(mark, '')}.{tail}"
+    try:
+        return Decimal(cleaned)
+    except InvalidOperation as exc:
+        raise ValueError("Enter an amount, e.g. 5000, 5.000,00 or 5k.") from exc
+
+
+def split_name(full_name):
+    """'Maria da Silva Souza' -> ('Maria', 'da Silva Souza')."""
+    parts = (full_name or "").split()
+    if not parts:
+        return "", ""
+    return parts[0], " ".join(parts[1:])
+
+
+def normalize_company_size(value):
+    """'120', '51-200', '50+', '1.000' -> the (lower bound) number of employees."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        number = value
+    else:
+        match = re.search(r"\d[\d.]*", str(value))
+        if not match:
+            raise ValueError("Enter the number of employees, e.g. 50 or 51-200.")
+        number = int(match.group().replace(".", ""))
+    if number < 0 or number > 10_000_000:
+        raise ValueError("Enter the number of employees, e.g. 50 or 51-200.")
+    return number
+
+
+_TRUE = {"1", "true", "on", "yes", "y", "sim", "s", "checked", "aceito"}
+
+
+def normalize_bool(value):
+    if isinstance(value, bool):
+        return value
+    return fold(value or "") in _TRUE

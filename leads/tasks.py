@@ -1,0 +1,19 @@
+"""Thin Celery wrappers around lead services."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task
+def replay_submissions():
+    """Beat sweep: submissions stored but not processed are found in the database."""
+    return services.submissions_replay(stuck_after_seconds=300)
+
+
+@shared_task(bind=True)
+def run_import_job(self, job_id):
+    """An import uploaded in admin: the worker claims the job and imports the file."""
+    from . import importer
+
+    importer.import_job_run(job_id=job_id, worker=self.request.hostname or "")

@@ -1,0 +1,176 @@
+"""Shared fixtures. Tests run on the real database (SQLite locally, PostgreSQL in CI).
+
+Tests that need a real service (Redis, PostgreSQL, a Celery worker, a browser) call
+``require_service``: it skips when the service is missing, but under
+``REQUIRE_SERVICES=1`` (CI) it fails, so nothing skips silently.
+"""
+
+import os
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+
+from leads import roles
+
+from .factories import UserFactory
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def require_service(available, what):
+    if available:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (REQUIRE_SERVICES=1) but not available")
+    pytest.skip(f"{what} not available")
+
+
+def using_postgres():
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+@pytest.fixture
+def require_postgres():
+    require_service(using_postgres(), "PostgreSQL (set DATABASE_URL)")
+
+
+@pytest.fixture
+def redis_url():
+    url = os.environ.get("REDIS_URL", "")
+    reachable = False
+    if url:
+        import redis
+
+        try:
+            reachable = redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        except redis.RedisError:
+            reachable = False
+    require_service(reachable, "Redis (set REDIS_URL)")
+    return url
+
+
+def _user_in(group_name, **kwargs):
+    user = UserFactory(**kwargs)
+    user.groups.add(Group.objects.get(name=group_name))
+    return user
+
+
+@pytest.fixture
+def rep(db):
+    return _user_in(roles.SALES, username="rep", first_name="Rita", last_name="Rep")
+
+
+@pytest.fixture
+def other_rep(db):
+    return _user_in(roles.SALES, username="rep2", first_name="Otto", last_name="Rep")
+
+
+@pytest.fixture
+def manager(db):
+    return _user_in(roles.SALES_MANAGERS, username="manager", is_staff=True)
+
+
+@pytest.fixture
+def marketer(db):
+    return _user_in(roles.MARKETING, username="marketer", is_staff=True)
+
+
+def database_url_for_subprocess():
+    """A URL reaching the database this test runs on (the test database), for child
+    processes such as a Celery worker or gunicorn."""
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+class CeleryWorkerProcess:
+    """A real ``celery worker`` child process on its own queue, reading the test database."""
+
+    def __init__(self, broker_url, queue, extra_env=None):
+        self.broker_url = broker_url
+        self.queue = queue
+        self.extra_env = extra_env or {}
+        self.process = None
+        self.log_path = None
+
+    def start(self, timeout=30):
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": database_url_for_subprocess(),
+            "CELERY_BROKER_URL": self.broker_url,
+            "REDIS_URL": self.broker_url,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log_path = log.name
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo",
+             "--queues", self.queue, "--hostname", f"{self.queue}@%h", "--without-mingle",
+             "--without-gossip", "--loglevel", "INFO"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Celery worker exited early:\n{self.log()}")
+            if " ready." in self.log():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"Celery worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def kill(self, sig=None):
+        import signal
+
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig or signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except Exception:  # noqa: BLE001 - a worker that will not stop is killed
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, redis_url, require_postgres):
+    """Start a real worker against Redis on a queue of its own; stop it afterwards."""
+    import uuid
+
+    worker = CeleryWorkerProcess(redis_url, queue=f"pytest-{uuid.uuid4().hex[:10]}")
+    worker.start()
+    yield worker
+    worker.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache: every test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_cached_ruleset():
+    """The active ruleset is cached per process for a few seconds; tests start clean."""
+    from scoring.services import forget_active_ruleset
+
+    forget_active_ruleset()
+    yield
+    forget_active_ruleset()

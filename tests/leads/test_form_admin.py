@@ -1,0 +1,31 @@
+import pytest
+
+from leads.embed import snippet
+from leads.models import Submission
+
+from ..factories import FormFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_embed_snippet_posts_every_accepted_field_to_the_forms_endpoint():
+    form = FormFactory(fields=["email", "name", "phone", "frota"], required_fields=["email"],
+                       consent_text="Aceito", consent_required=True)
+    html = snippet(form)
+    assert 'action="http://127.0.0.1:8000/api/v1/forms/contato/submissions/"' in html
+    for name in ("email", "name", "phone", "frota", "consent", "website", "utm_campaign"):
+        assert f'name="{name}"' in html
+    assert 'id="funil-email" name="email" type="email" autocomplete="email" required' in html
+    assert "Idempotency-Key" in html
+
+
+def test_admin_shows_the_snippet_and_replays_failed_submissions(admin_client):
+    form = FormFactory()
+    page = admin_client.get(f"/admin/leads/form/{form.pk}/change/")
+    assert page.status_code == 200
+    assert b"funil-form" in page.content
+    failed = Submission.objects.create(form=form, payload={"email": "x@y.com.br"}, status=Submission.Status.FAILED)
+    admin_client.post("/admin/leads/submission/", {"action": "replay", "_selected_action": [failed.pk]})
+    failed.refresh_from_db()
+    assert failed.status == Submission.Status.PROCESSED
+    assert failed.lead.email == "x@y.com.br"
