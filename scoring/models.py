@@ -1,0 +1,178 @@
+"""Rulesets and rules: what marketers decide a good lead is. Data, never code."""
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from . import engine
+
+
+class Ruleset(models.Model):
+    """A versioned set of qualification rules with its thresholds. Exactly one is
+    active; activating a draft archives the previous one, which stays readable."""
+
+    class State(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        ACTIVE = "active", _("Active")
+        ARCHIVED = "archived", _("Archived")
+
+    name = models.CharField(_("name"), max_length=150)
+    version = models.PositiveIntegerField(_("version"), default=1, editable=False)
+    state = models.CharField(_("state"), max_length=10, choices=State.choices, default=State.DRAFT, editable=False)
+    qualify_threshold = models.IntegerField(
+        _("qualify at"), default=40, help_text=_("The minimum score of a qualified lead.")
+    )
+    warm_threshold = models.IntegerField(_("warm from"), default=40, help_text=_("Score from which a lead is warm."))
+    hot_threshold = models.IntegerField(_("hot from"), default=70, help_text=_("Score from which a lead is hot."))
+    engagement_half_life_days = models.PositiveIntegerField(
+        _("engagement half-life (days)"), default=30,
+        help_text=_("An engagement event's points halve every this many days."),
+    )
+    submission_points = models.IntegerField(
+        _("points per form submission"), default=0, help_text=_("Engagement points each submission adds.")
+    )
+    email_open_points = models.IntegerField(_("points per email opened"), default=0)
+    email_click_points = models.IntegerField(_("points per email link clicked"), default=0)
+    description = models.TextField(_("description"), blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    activated_at = models.DateTimeField(_("activated"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("ruleset")
+        verbose_name_plural = _("rulesets")
+        ordering = ["-state", "-activated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["state"], condition=models.Q(state="active"), name="one_active_ruleset"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} v{self.version} ({self.get_state_display()})"
+
+    def clean(self):
+        if self.hot_threshold < self.warm_threshold:
+            raise ValidationError({"hot_threshold": _("Hot must start at or above warm.")})
+        if self.engagement_half_life_days < 1:
+            raise ValidationError({"engagement_half_life_days": _("At least one day.")})
+
+    def to_engine(self):
+        """The pure description the evaluator and the SQL compiler work from."""
+        return engine.Ruleset(
+            qualify=self.qualify_threshold, warm=self.warm_threshold, hot=self.hot_threshold,
+            half_life_days=self.engagement_half_life_days,
+            engagement_points={
+                engine.SUBMISSION: self.submission_points,
+                engine.EMAIL_OPEN: self.email_open_points,
+                engine.EMAIL_CLICK: self.email_click_points,
+            },
+            rules=tuple(rule.to_engine() for rule in self.rules.all() if rule.active),
+        )
+
+
+class Rule(models.Model):
+    """One criterion: a field, an operator, a value, and its effect."""
+
+    class Effect(models.TextChoices):
+        POINTS = "points", _("Add or remove points")
+        OUT_OF_FOCUS = "out_of_focus", _("Knock-out: out of focus")
+        DISQUALIFIED = "disqualified", _("Knock-out: disqualified")
+
+    ruleset = models.ForeignKey(Ruleset, on_delete=models.CASCADE, related_name="rules", verbose_name=_("ruleset"))
+    order = models.PositiveIntegerField(_("order"), default=0)
+    name = models.CharField(_("name"), max_length=150)
+    field = models.CharField(
+        _("field"), max_length=100,
+        help_text=_("A lead field (state, interest, budget…), attributes.<key>, or submissions / email_opens / "
+                    "email_clicks (counted over the window)."),
+    )
+    operator = models.CharField(_("operator"), max_length=20, choices=[(op, op) for op in engine.OPERATORS])
+    value = models.JSONField(
+        _("value"), null=True, blank=True, help_text=_('A text, a number, or a list: ["SP", "RJ"].')
+    )
+    window_days = models.PositiveIntegerField(
+        _("window (days)"), default=30, help_text=_("For engagement counts: how many days back to count.")
+    )
+    effect = models.CharField(_("effect"), max_length=20, choices=Effect.choices, default=Effect.POINTS)
+    points = models.IntegerField(_("points"), default=0)
+    reason = models.ForeignKey(
+        "leads.Reason", on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("reason"),
+        help_text=_("The reason a knock-out gives."),
+    )
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("rule")
+        verbose_name_plural = _("rules")
+        ordering = ["ruleset", "order", "id"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        try:
+            engine.validate_rule(self.field, self.operator, self.value)
+        except engine.RuleError as exc:
+            raise ValidationError({exc.field: exc.message}) from exc
+        if self.effect != self.Effect.POINTS and self.reason is None:
+            raise ValidationError({"reason": _("A knock-out needs the reason it gives.")})
+        if self.effect != self.Effect.POINTS and self.reason and not self.reason.applies_to(self.effect):
+            raise ValidationError({"reason": _("This reason does not apply to this effect.")})
+
+    def to_engine(self):
+        return engine.Rule(
+            id=self.pk, name=self.name, field=self.field, operator=self.operator, value=self.value,
+            effect=self.effect, points=self.points, reason=self.reason.slug if self.reason_id else "",
+            window_days=self.window_days,
+        )
+
+
+class RescoreJob(models.Model):
+    """One run of the set-based rescoring over all leads (or the requalification
+    candidates), chunk by chunk. Progress lives here, so a killed worker resumes
+    after the last committed chunk and nothing runs twice."""
+
+    class Kind(models.TextChoices):
+        ACTIVATION = "activation", _("Ruleset activated")
+        REQUALIFICATION = "requalification", _("Requalification")
+        MANUAL = "manual", _("Manual rescore")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    ruleset = models.ForeignKey(Ruleset, on_delete=models.CASCADE, related_name="jobs", verbose_name=_("ruleset"))
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.MANUAL)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    dry_run = models.BooleanField(_("dry run"), default=False)
+    first_id = models.BigIntegerField(_("first lead id"), default=0)
+    last_id = models.BigIntegerField(_("last lead id"), default=0)
+    done_through_id = models.BigIntegerField(_("done through lead id"), default=0)
+    leads_seen = models.PositiveBigIntegerField(_("leads evaluated"), default=0)
+    leads_changed = models.PositiveBigIntegerField(_("leads changed"), default=0)
+    status_changes = models.PositiveBigIntegerField(_("status changes"), default=0)
+    transitions = models.JSONField(_("moves"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    worker = models.CharField(_("worker"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last progress"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("rescoring job")
+        verbose_name_plural = _("rescoring jobs")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} · {self.ruleset} · {self.get_status_display()}"
+
+    @property
+    def progress(self):
+        """0–100: the share of the id range done."""
+        span = self.last_id - self.first_id
+        if self.status == self.Status.DONE:
+            return 100
+        if span <= 0:
+            return 0
+        return max(0, min(100, round(100 * (self.done_through_id - self.first_id) / span)))

@@ -1,0 +1,725 @@
+"""Qualification: the verdict for one lead at capture (pure engine), and set-based
+rescoring of every lead (compiled SQL) when the rules change or on schedule."""
+
+import json
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import F, Max, Min, Q
+from django.utils import timezone
+
+from leads.models import Form, Lead, LeadEvent, LeadStatus, Reason, Source, StatusSetBy
+
+from . import compiler, engine
+from .models import RescoreJob, Ruleset
+
+logger = logging.getLogger(__name__)
+
+RULES_OWNED = "l.status_set_by = 'rules' AND l.status <> 'converted'"
+_cache = {"at": 0.0, "value": None}
+ACTIVE_CACHE_SECONDS = 5
+
+
+# --- Reads --------------------------------------------------------------------------
+
+
+def active_ruleset(*, fresh=False):
+    """The active ruleset with its rules, cached in this process for a few seconds so
+    that capture does not re-read it on every submission. None when there is none."""
+    if fresh or time.monotonic() - _cache["at"] > ACTIVE_CACHE_SECONDS:
+        ruleset = Ruleset.objects.filter(state=Ruleset.State.ACTIVE).first()
+        _cache["value"] = (ruleset, ruleset_to_engine(ruleset)) if ruleset else None
+        _cache["at"] = time.monotonic()
+    return _cache["value"]
+
+
+def forget_active_ruleset():
+    _cache["at"] = 0.0
+    _reasons_cache["at"] = 0.0
+
+
+def ruleset_to_engine(ruleset):
+    rules = ruleset.rules.filter(active=True).select_related("reason").order_by("order", "id")
+    return engine.Ruleset(
+        qualify=ruleset.qualify_threshold, warm=ruleset.warm_threshold, hot=ruleset.hot_threshold,
+        half_life_days=ruleset.engagement_half_life_days,
+        engagement_points={
+            engine.SUBMISSION: ruleset.submission_points,
+            engine.EMAIL_OPEN: ruleset.email_open_points,
+            engine.EMAIL_CLICK: ruleset.email_click_points,
+        },
+        rules=tuple(rule.to_engine() for rule in rules),
+    )
+
+
+def lead_facts(lead):
+    """What the engine sees of a lead."""
+    facts = {name: getattr(lead, name) for name in engine.TEXT_FIELDS if name not in ("source", "form")}
+    facts.update({name: getattr(lead, name) for name in engine.NUMBER_FIELDS})
+    facts["source"] = lead.source.slug if lead.source_id else None
+    facts["form"] = lead.form.slug if lead.form_id else None
+    facts["attributes"] = lead.attributes or {}
+    return facts
+
+
+def uses_engagement(rules: engine.Ruleset):
+    return any(rules.engagement_points.values()) or any(
+        engine.field_kind(rule.field) == "engagement" for rule in rules.rules
+    )
+
+
+def lead_events_for_engine(lead):
+    kinds = [kind for kinds in engine.ENGAGEMENT_EVENT_KINDS.values() for kind in kinds]
+    return list(lead.events.filter(kind__in=kinds).values_list("kind", "created_at"))
+
+
+def lead_evaluate(*, lead, rules=None, now=None):
+    """The verdict the active rules (or ``rules``) give this lead now, with its explanation."""
+    if rules is None:
+        active = active_ruleset()
+        if active is None:
+            return None
+        rules = active[1]
+    events = lead_events_for_engine(lead) if uses_engagement(rules) else []
+    return engine.evaluate(rules, lead_facts(lead), events, now=now or timezone.now())
+
+
+# --- Writes: one lead ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def lead_qualify(*, lead, now=None):
+    """Apply the active rules to one lead: score and temperature always; the status and
+    reason only when the rules own the status (a person's decision is never overwritten,
+    and a converted lead stays converted). Writes the 'scored' event with the
+    explanation, and a status event when the status moves."""
+    active = active_ruleset()
+    if active is None:
+        return None
+    ruleset, rules = active
+    now = now or timezone.now()
+    lead = Lead.objects.select_for_update(of=("self",)).select_related("source", "form").get(pk=lead.pk)
+    verdict = lead_evaluate(lead=lead, rules=rules, now=now)
+    rules_own = lead.status_set_by == StatusSetBy.RULES and lead.status != LeadStatus.CONVERTED
+    reason = _reason_ids().get(verdict.reason) if verdict.reason else None
+    changed = {}
+    if (lead.score, lead.temperature) != (verdict.score, verdict.temperature):
+        changed.update(score=verdict.score, temperature=verdict.temperature)
+    old_status = lead.status
+    if rules_own and (lead.status, lead.reason_id) != (verdict.status, reason):
+        changed.update(status=verdict.status, reason_id=reason, reason_note="")
+        stamp = {"qualified": "qualified_at", "disqualified": "disqualified_at", "out_of_focus": "out_of_focus_at"}
+        if verdict.status != old_status:
+            changed[stamp[verdict.status]] = now
+        if verdict.status != LeadStatus.DISQUALIFIED:
+            changed["requalify_at"] = None
+    if changed:
+        Lead.objects.filter(pk=lead.pk).update(**changed, updated_at=now)
+        for name, value in changed.items():
+            setattr(lead, name, value)
+    data = {"ruleset": ruleset.pk, "version": ruleset.version, "score": verdict.score,
+            "temperature": verdict.temperature, "explanation": verdict.explanation}
+    LeadEvent.objects.create(lead=lead, kind=LeadEvent.Kind.SCORED, data=data)
+    if "status" in changed and changed["status"] != old_status:
+        LeadEvent.objects.create(
+            lead=lead, kind=LeadEvent.Kind.STATUS_CHANGED, from_status=old_status, to_status=verdict.status,
+            reason_id=reason, data={"set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version},
+        )
+    return verdict
+
+
+def score_new_lead(lead, *, now):
+    """Give an unsaved lead its verdict before it is inserted: its facts are all in
+    hand and its only engagement is this submission. Sets the verdict's fields on
+    ``lead`` and returns ``(ruleset, verdict)``, or None without an active ruleset."""
+    active = active_ruleset()
+    if active is None:
+        return None
+    ruleset, rules = active
+    verdict = engine.evaluate(rules, lead_facts(lead), [("captured", now)], now=now)
+    lead.score, lead.temperature, lead.status = verdict.score, verdict.temperature, verdict.status
+    lead.status_set_by = StatusSetBy.RULES
+    lead.reason_id = reason_ids_cached().get(verdict.reason) if verdict.reason else None
+    setattr(lead, STATUS_STAMP[verdict.status], now)
+    return ruleset, verdict
+
+
+STATUS_STAMP = {"qualified": "qualified_at", "disqualified": "disqualified_at", "out_of_focus": "out_of_focus_at"}
+_reasons_cache = {"at": 0.0, "value": None}
+
+
+def reason_ids_cached():
+    if time.monotonic() - _reasons_cache["at"] > ACTIVE_CACHE_SECONDS:
+        _reasons_cache["value"] = _reason_ids()
+        _reasons_cache["at"] = time.monotonic()
+    return _reasons_cache["value"]
+
+
+# --- Writes: rulesets -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def ruleset_activate(*, ruleset, actor=None):
+    """Make a draft the active ruleset (the previous one is archived, still readable)
+    and queue the rescoring of every lead. Returns the rescoring job."""
+    ruleset = Ruleset.objects.select_for_update().get(pk=ruleset.pk)
+    if ruleset.state == Ruleset.State.ACTIVE:
+        raise ValueError("This ruleset is already active.")
+    previous = Ruleset.objects.select_for_update().filter(state=Ruleset.State.ACTIVE)
+    previous.update(state=Ruleset.State.ARCHIVED)
+    latest = Ruleset.objects.filter(name=ruleset.name).exclude(pk=ruleset.pk).aggregate(v=Max("version"))["v"]
+    ruleset.version = (latest or 0) + 1 if ruleset.state == Ruleset.State.DRAFT else ruleset.version
+    ruleset.state = Ruleset.State.ACTIVE
+    ruleset.activated_at = timezone.now()
+    ruleset.save(update_fields=["state", "version", "activated_at"])
+    job = RescoreJob.objects.create(ruleset=ruleset, kind=RescoreJob.Kind.ACTIVATION)
+    forget_active_ruleset()
+    transaction.on_commit(forget_active_ruleset)
+    transaction.on_commit(lambda: _enqueue(job))
+    return job
+
+
+def rescore_job_create(*, ruleset, kind=RescoreJob.Kind.MANUAL, dry_run=False):
+    job = RescoreJob.objects.create(ruleset=ruleset, kind=kind, dry_run=dry_run)
+    transaction.on_commit(lambda: _enqueue(job))
+    return job
+
+
+def _enqueue(job):
+    from .tasks import run_rescore_job
+
+    try:
+        run_rescore_job.delay(job.pk)
+    except Exception:  # noqa: BLE001 - the sweep finds pending jobs in the database
+        logger.warning("Could not enqueue rescoring job %s; the sweep will pick it up", job.pk)
+
+
+# --- Set-based rescoring ---------------------------------------------------------------------------
+
+
+def compile_ruleset(ruleset, *, now):
+    return compiler.Compiled(
+        ruleset_to_engine(ruleset), now=now,
+        source_ids=dict(Source.objects.values_list("slug", "pk")),
+        form_ids=dict(Form.objects.values_list("slug", "pk")),
+        reason_ids=_reason_ids(),
+    )
+
+
+def _reason_ids():
+    Reason.objects.get_or_create(
+        slug=engine.BELOW_THRESHOLD,
+        defaults={"label": "Below the qualification threshold", "kind": Reason.Kind.DISQUALIFIED},
+    )
+    return dict(Reason.objects.values_list("slug", "pk"))
+
+
+def requalification_candidates(now):
+    """Disqualified leads the rules disqualified, and those a person disqualified with a
+    requalify date that has come. Out-of-focus leads wait for a new ruleset."""
+    return Lead.objects.filter(status=LeadStatus.DISQUALIFIED).filter(
+        Q(status_set_by=StatusSetBy.RULES) | Q(status_set_by=StatusSetBy.PERSON, requalify_at__lte=now)
+    )
+
+
+# Chunks rescored at once, each on its own database connection (PostgreSQL only).
+RESCORE_WORKERS = 2
+
+
+def rescore_job_run(*, job_id, chunk_size=10000, worker="", workers=None):
+    """Run (or resume) a rescoring job, one chunk of lead ids per short transaction.
+
+    Safe to call twice: the job is claimed with a conditional UPDATE, and each chunk
+    commits its leads together with the job's progress, so a resumed job starts after
+    the last committed chunk. On PostgreSQL, ``workers`` chunks (default
+    ``RESCORE_WORKERS``) are rescored at once on their own connections; they still
+    commit in order, so the progress never passes a chunk that is not done.
+    """
+    now = timezone.now()
+    claimed = RescoreJob.objects.filter(pk=job_id, status=RescoreJob.Status.PENDING).update(
+        status=RescoreJob.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:255]
+    )
+    if not claimed:
+        return RescoreJob.objects.get(pk=job_id)
+    job = RescoreJob.objects.select_related("ruleset").get(pk=job_id)
+    try:
+        requalifying = job.kind == RescoreJob.Kind.REQUALIFICATION
+        base = requalification_candidates(now) if requalifying else Lead.objects.all()
+        if not job.last_id:
+            bounds = base.aggregate(first=Min("id"), last=Max("id"))
+            RescoreJob.objects.filter(pk=job.pk).update(
+                first_id=(bounds["first"] or 1) - 1, last_id=bounds["last"] or 0,
+                done_through_id=(bounds["first"] or 1) - 1,
+            )
+            job.refresh_from_db()
+        compiled = compile_ruleset(job.ruleset, now=now)
+        chunks, start = [], job.done_through_id
+        while start < job.last_id:
+            chunks.append((start, min(start + chunk_size, job.last_id)))
+            start = chunks[-1][1]
+        workers = RESCORE_WORKERS if workers is None else workers
+        # Other connections cannot see an enclosing transaction's writes (nor join it).
+        if workers > 1 and len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+            _rescore_chunks_in_parallel(job, compiled, base, chunks, now=now, requalifying=requalifying,
+                                        workers=workers)
+        else:
+            for start, end in chunks:
+                _rescore_chunk_commit(job, compiled, base, start, end, now=now, requalifying=requalifying)
+        RescoreJob.objects.filter(pk=job.pk).update(
+            status=RescoreJob.Status.DONE, finished_at=timezone.now(), done_through_id=job.last_id
+        )
+    except Exception as exc:
+        logger.exception("Rescoring job %s failed", job_id)
+        RescoreJob.objects.filter(pk=job.pk).update(status=RescoreJob.Status.FAILED, error=str(exc)[:5000])
+        raise
+    job.refresh_from_db()
+    return job
+
+
+class _Turn:
+    """A chunk's outcome, which the next chunk awaits before it commits."""
+
+    def __init__(self):
+        self._finished = threading.Event()
+        self.committed = False
+
+    def finish(self, committed):
+        self.committed = committed
+        self._finished.set()
+
+    def wait_committed(self):
+        self._finished.wait()
+        return self.committed
+
+
+class ChunkAbandoned(Exception):
+    """A chunk was rolled back because the chunk before it did not commit."""
+
+
+def _rescore_chunk_commit(job, compiled, base, start, end, *, now, requalifying, after=None):
+    """Rescore the leads with ids in (start, end] and record the job's progress, in one
+    transaction. With ``after`` (the previous chunk's turn), commit only once that chunk
+    has committed."""
+    with transaction.atomic():
+        chunk = base.filter(id__gt=start, id__lte=end)
+        counts = _rescore_chunk(compiled, chunk, now=now, job=job, requalifying=requalifying, bounds=(start, end))
+        if after is not None and not after.wait_committed():
+            raise ChunkAbandoned(f"Chunk ({start}, {end}] rolled back: the chunk before it failed.")
+        RescoreJob.objects.filter(pk=job.pk).update(
+            done_through_id=end, heartbeat_at=timezone.now(),
+            leads_seen=F("leads_seen") + counts["seen"],
+            leads_changed=F("leads_changed") + counts["changed"],
+            status_changes=F("status_changes") + counts["status_changes"],
+        )
+        _merge_transitions(job.pk, counts["transitions"])
+
+
+def _rescore_chunks_in_parallel(job, compiled, base, chunks, *, now, requalifying, workers):
+    """Rescore the chunks ``workers`` at a time, each thread on its own connection (the
+    database does the work; Python only waits). A chunk commits after the one before
+    it, and none after a failure."""
+    turns = [_Turn() for _ in chunks]
+    pending = iter(enumerate(chunks))
+    lock = threading.Lock()
+    errors = []
+
+    def work():
+        try:
+            while not errors:
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                index, (start, end) = item
+                committed = False
+                try:
+                    _rescore_chunk_commit(job, compiled, base, start, end, now=now, requalifying=requalifying,
+                                          after=turns[index - 1] if index else None)
+                    committed = True
+                except Exception as exc:  # noqa: BLE001 - re-raised by the caller's thread
+                    errors.append(exc)
+                finally:
+                    turns[index].finish(committed)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, name=f"rescore-{job.pk}-{n}", daemon=True) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _merge_transitions(job_id, transitions):
+    if not transitions:
+        return
+    job = RescoreJob.objects.select_for_update().get(pk=job_id)
+    merged = dict(job.transitions)
+    for key, count in transitions.items():
+        merged[key] = merged.get(key, 0) + count
+    RescoreJob.objects.filter(pk=job_id).update(transitions=merged)
+
+
+def _rescore_chunk(compiled, chunk, *, now, job, requalifying, bounds=None):
+    """One set-based UPDATE over the chunk, writing only rows whose score, temperature,
+    status or reason change, and one timeline event per status change. ``bounds``
+    (first id excluded, last id included), when given, is the chunk's id range."""
+    sql, params = compiler.verdict_sql(compiled, chunk, id_range=bounds)
+    event_kind = LeadEvent.Kind.REQUALIFIED if requalifying else LeadEvent.Kind.STATUS_CHANGED
+    event_data = json.dumps({"set_by": "rules", "ruleset": job.ruleset_id, "version": job.ruleset.version,
+                             "job": job.pk})
+    if connection.vendor == "postgresql":
+        return _rescore_chunk_postgresql(sql, params, now, event_kind, event_data, requalifying, bounds)
+    return _rescore_chunk_portable(sql, params, now, event_kind, event_data, requalifying)
+
+
+def _rules_own(lead, requalifying):
+    """SQL: do the rules own this lead's status? (``lead`` is the alias of its current row.)"""
+    owned = f"({lead}.status_set_by = 'rules' OR v.new_status = 'qualified')" if requalifying \
+        else f"{lead}.status_set_by = 'rules'"
+    return f"{owned} AND {lead}.status <> 'converted'"
+
+
+def _rescore_chunk_postgresql(sql, params, now, event_kind, event_data, requalifying, bounds=None):
+    rules_own = _rules_own("l", requalifying)
+    requalify_clear = "OR l.requalify_at IS NOT NULL" if requalifying else ""
+    # Most rows of a rerun do not change: find those that do from the verdicts alone,
+    # and join only them to the table (by id, within the chunk's range when known).
+    changes = f"""
+        v.score <> v.new_score OR v.temperature <> v.new_temperature
+        {"OR v.requalify_at IS NOT NULL" if requalifying else ""}
+        OR ({_rules_own("v", requalifying)} AND (v.status <> v.new_status
+                                                OR COALESCE(v.reason_id, -1) <> COALESCE(v.new_reason, -1)))
+    """
+    in_range = "AND l.id > %s AND l.id <= %s" if bounds else ""
+    statement = f"""
+        WITH v AS MATERIALIZED ({sql}),
+        changed AS MATERIALIZED (SELECT * FROM v WHERE {changes}),
+        upd AS (
+            UPDATE leads_lead AS l SET
+                score = v.new_score,
+                temperature = v.new_temperature,
+                status = CASE WHEN {rules_own} THEN v.new_status ELSE l.status END,
+                reason_id = CASE WHEN {rules_own} THEN v.new_reason ELSE l.reason_id END,
+                reason_note = CASE WHEN {rules_own} AND v.new_status <> l.status THEN '' ELSE l.reason_note END,
+                status_set_by = CASE WHEN {rules_own} THEN 'rules' ELSE l.status_set_by END,
+                qualified_at = CASE WHEN {rules_own} AND v.new_status = 'qualified' AND l.status <> 'qualified'
+                                    THEN %s ELSE l.qualified_at END,
+                disqualified_at = CASE WHEN {rules_own} AND v.new_status = 'disqualified'
+                                       AND l.status <> 'disqualified' THEN %s ELSE l.disqualified_at END,
+                out_of_focus_at = CASE WHEN {rules_own} AND v.new_status = 'out_of_focus'
+                                       AND l.status <> 'out_of_focus' THEN %s ELSE l.out_of_focus_at END,
+                requalify_at = CASE WHEN {"TRUE" if requalifying else rules_own + " AND v.new_status <> 'disqualified'"}
+                                    THEN NULL ELSE l.requalify_at END,
+                updated_at = %s
+            FROM changed AS v
+            WHERE l.id = v.id {in_range} AND (
+                l.score <> v.new_score OR l.temperature <> v.new_temperature {requalify_clear}
+                OR ({rules_own} AND (l.status <> v.new_status
+                                     OR COALESCE(l.reason_id, -1) <> COALESCE(v.new_reason, -1))))
+            RETURNING l.id, v.status AS old_status, l.status AS new_status, l.reason_id,
+                      v.temperature AS old_temperature, l.temperature AS new_temperature
+        ),
+        ins AS (
+            INSERT INTO leads_leadevent (lead_id, kind, actor_id, from_status, to_status, reason_id, note, data,
+                                         created_at)
+            SELECT id, %s, NULL, old_status, new_status, reason_id, '', %s::jsonb, %s
+            FROM upd WHERE old_status <> new_status
+            RETURNING 1
+        )
+        SELECT NULL, NULL, NULL, NULL, (SELECT count(*) FROM v), (SELECT count(*) FROM ins)
+        UNION ALL
+        SELECT old_status, new_status, old_temperature, new_temperature, count(*), 0 FROM upd GROUP BY 1, 2, 3, 4
+    """
+    with connection.cursor() as cursor:
+        # A chunk is small: compiling it to machine code (JIT) costs more than it saves.
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(statement, [*params, now, now, now, now, *(bounds or ()), event_kind, event_data, now])
+        (_, _, _, _, seen, _), *rows = cursor.fetchall()
+    transitions = {}
+    changed = status_changes = 0
+    for old_status, new_status, old_temp, new_temp, count, _ in rows:
+        changed += count
+        if old_status != new_status:
+            status_changes += count
+            key = f"status:{old_status}>{new_status}"
+            transitions[key] = transitions.get(key, 0) + count
+        if old_temp != new_temp:
+            key = f"temperature:{old_temp}>{new_temp}"
+            transitions[key] = transitions.get(key, 0) + count
+    return {"seen": seen, "changed": changed, "status_changes": status_changes, "transitions": transitions}
+
+
+def _rescore_chunk_portable(sql, params, now, event_kind, event_data, requalifying):
+    """SQLite (the embedded default): read the chunk's verdicts, write the changed rows."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        columns = [column[0] for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    stamp = {"qualified": "qualified_at", "disqualified": "disqualified_at", "out_of_focus": "out_of_focus_at"}
+    transitions, events = {}, []
+    changed = status_changes = 0
+    for row in rows:
+        own = row["status"] != "converted" and (
+            row["status_set_by"] == "rules" or (requalifying and row["new_status"] == "qualified")
+        )
+        update = {}
+        if (row["score"], row["temperature"]) != (row["new_score"], row["new_temperature"]):
+            update.update(score=row["new_score"], temperature=row["new_temperature"])
+        if own and (row["status"], row["reason_id"]) != (row["new_status"], row["new_reason"]):
+            update.update(status=row["new_status"], reason_id=row["new_reason"], status_set_by="rules")
+            if row["new_status"] != row["status"]:
+                update[stamp[row["new_status"]]] = now
+                update["reason_note"] = ""
+        if row["requalify_at"] is not None and (requalifying or (own and row["new_status"] != "disqualified")):
+            update["requalify_at"] = None
+        if not update:
+            continue
+        Lead.objects.filter(pk=row["id"]).update(**update, updated_at=now)
+        changed += 1
+        if update.get("status", row["status"]) != row["status"]:
+            status_changes += 1
+            key = f"status:{row['status']}>{update['status']}"
+            transitions[key] = transitions.get(key, 0) + 1
+            events.append(LeadEvent(
+                lead_id=row["id"], kind=event_kind, from_status=row["status"], to_status=update["status"],
+                reason_id=update.get("reason_id"), data=json.loads(event_data),
+            ))
+        if "temperature" in update and update["temperature"] != row["temperature"]:
+            key = f"temperature:{row['temperature']}>{update['temperature']}"
+            transitions[key] = transitions.get(key, 0) + 1
+    LeadEvent.objects.bulk_create(events)
+    return {"seen": len(rows), "changed": changed, "status_changes": status_changes, "transitions": transitions}
+
+
+# --- Preview -----------------------------------------------------------------------------------------
+
+
+def ruleset_impact(*, ruleset, now=None, samples=3):
+    """What activating ``ruleset`` would do, computed in the database without writing:
+    {"status": {(from, to): count}, "temperature": {(from, to): count}, "samples": {...}}.
+    A status a person set stays; only the rules' own statuses move."""
+    now = now or timezone.now()
+    compiled = compile_ruleset(ruleset, now=now)
+    sql, params = compiler.verdict_sql(compiled, Lead.objects.all())
+    effective = ("CASE WHEN status_set_by = 'rules' AND status <> 'converted' THEN new_status ELSE status END")
+    statement = f"""
+        SELECT status, {effective} AS to_status, temperature, new_temperature, count(*), min(id), max(id)
+        FROM ({sql}) x GROUP BY 1, 2, 3, 4
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        rows = cursor.fetchall()
+    status, temperature, sample_ids = {}, {}, {}
+    for old_status, new_status, old_temp, new_temp, count, low, high in rows:
+        status[(old_status, new_status)] = status.get((old_status, new_status), 0) + count
+        temperature[(old_temp, new_temp)] = temperature.get((old_temp, new_temp), 0) + count
+        if old_status != new_status:
+            sample_ids.setdefault((old_status, new_status), []).extend([low, high])
+    samples_by_move = {
+        move: list(Lead.objects.filter(pk__in=ids[:samples]).order_by("pk")) for move, ids in sample_ids.items()
+    }
+    return {"status": status, "temperature": temperature, "samples": samples_by_move}
+
+
+# --- Admin: drafts ---------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def ruleset_duplicate(*, ruleset):
+    """A new draft with the same settings and rules as ``ruleset`` (any state), numbered
+    as the next version of its name; activation confirms the number."""
+    latest = Ruleset.objects.filter(name=ruleset.name).aggregate(v=Max("version"))["v"] or 0
+    copy = Ruleset.objects.create(
+        name=ruleset.name, version=latest + 1, state=Ruleset.State.DRAFT,
+        qualify_threshold=ruleset.qualify_threshold, warm_threshold=ruleset.warm_threshold,
+        hot_threshold=ruleset.hot_threshold, engagement_half_life_days=ruleset.engagement_half_life_days,
+        submission_points=ruleset.submission_points, email_open_points=ruleset.email_open_points,
+        email_click_points=ruleset.email_click_points, description=ruleset.description,
+    )
+    rules = ruleset.rules.order_by("order", "id")
+    copy.rules.bulk_create([
+        rule.__class__(
+            ruleset=copy, order=rule.order, name=rule.name, field=rule.field, operator=rule.operator,
+            value=rule.value, window_days=rule.window_days, effect=rule.effect, points=rule.points,
+            reason_id=rule.reason_id, active=rule.active,
+        )
+        for rule in rules
+    ])
+    return copy
+
+
+# --- Requalification on schedule ---------------------------------------------------------------------------
+
+REQUALIFY_LOCK = "requalify"
+# Requalified leads of earlier runs whose notification was lost (a crash between the
+# rescoring and the emails) are announced by the next run, if it comes within this long.
+REQUALIFY_CATCH_UP_DAYS = 7
+
+
+def requalify_preview(*, ruleset, now=None, samples=20):
+    """What requalification would do now, counted in the database without writing:
+    {"candidates": n, "status": {(from, to): count}, "qualified": n, "samples": [lead, ...]}.
+    The same verdict and the same ownership rule as the real run (a person's
+    disqualification comes back only if the lead now qualifies)."""
+    now = now or timezone.now()
+    compiled = compile_ruleset(ruleset, now=now)
+    sql, params = compiler.verdict_sql(compiled, requalification_candidates(now))
+    effective = ("CASE WHEN status <> 'converted' AND (status_set_by = 'rules' OR new_status = 'qualified') "
+                 "THEN new_status ELSE status END")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT status, {effective}, count(*) FROM ({sql}) x GROUP BY 1, 2", params)
+        rows = cursor.fetchall()
+        cursor.execute(f"SELECT id FROM ({sql}) x WHERE {effective} = 'qualified' ORDER BY id LIMIT %s",
+                       [*params, samples])
+        sample_ids = [row[0] for row in cursor.fetchall()]
+    status = {(old, new): count for old, new, count in rows}
+    return {
+        "candidates": sum(status.values()),
+        "status": status,
+        "qualified": sum(count for (old, new), count in status.items() if new == LeadStatus.QUALIFIED),
+        "samples": list(Lead.objects.filter(pk__in=sample_ids).order_by("pk")),
+    }
+
+
+def requalify_run(*, dry_run=False, now=None, worker=""):
+    """Re-evaluate the disqualified leads (those the rules disqualified, and those a
+    person disqualified whose requalify date has come) against the active ruleset.
+
+    Holds the lock ``requalify`` for the whole run: a second run at once raises
+    ``nurturing.locks.LockHeld``. A real run creates a REQUALIFICATION rescoring job,
+    runs it here, then explains each lead it qualified on its timeline and emails the
+    owners (or the sales managers). A dry run only counts, with ``requalify_preview``,
+    and writes nothing. Returns a dict: ruleset, job, candidates, qualified, notified.
+    """
+    from nurturing.locks import job_lock
+
+    now = now or timezone.now()
+    with job_lock(REQUALIFY_LOCK):
+        ruleset = Ruleset.objects.filter(state=Ruleset.State.ACTIVE).first()
+        if ruleset is None:
+            return {"ruleset": None, "job": None, "candidates": 0, "qualified": 0, "notified": {}}
+        if dry_run:
+            preview = requalify_preview(ruleset=ruleset, now=now)
+            return {"ruleset": ruleset, "job": None, "notified": {}, **preview}
+        job = RescoreJob.objects.create(ruleset=ruleset, kind=RescoreJob.Kind.REQUALIFICATION)
+        job = rescore_job_run(job_id=job.pk, worker=worker)
+        recent = RescoreJob.objects.filter(
+            kind=RescoreJob.Kind.REQUALIFICATION, created_at__gte=now - timedelta(days=REQUALIFY_CATCH_UP_DAYS)
+        ).values_list("pk", flat=True)
+        notified = requalified_leads_notify(job_ids={job.pk, *recent}, now=now)
+        qualified = sum(count for key, count in job.transitions.items() if key.endswith(">qualified")
+                        and key.startswith("status:"))
+        return {"ruleset": ruleset, "job": job, "candidates": job.leads_seen, "qualified": qualified,
+                "notified": notified}
+
+
+@transaction.atomic
+def requalified_leads_notify(*, job_ids, now=None):
+    """For each lead these requalification jobs moved to qualified and nobody has been
+    told about yet: store the explanation (why it qualifies now) in its 'requalified'
+    event, and queue one email per recipient listing their leads: the lead's owner, or
+    every active sales manager when it has none. Each event is claimed once, so a
+    second call sends nothing. Returns {user_id: number of leads}."""
+    from django.contrib.auth import get_user_model
+
+    from leads.roles import SALES_MANAGERS
+
+    from . import notifications
+
+    now = now or timezone.now()
+    events = (
+        LeadEvent.objects.filter(kind=LeadEvent.Kind.REQUALIFIED, to_status=LeadStatus.QUALIFIED,
+                                 data__job__in=list(job_ids))
+        .exclude(data__has_key="explanation")
+        .select_related("lead__owner", "lead__source", "lead__form")
+        .order_by("id")
+    )
+    rules_by_ruleset = {}
+    managers = None
+    by_recipient = {}
+    for event in events:
+        ruleset_id = event.data.get("ruleset")
+        if ruleset_id not in rules_by_ruleset:
+            ruleset = Ruleset.objects.filter(pk=ruleset_id).first()
+            rules_by_ruleset[ruleset_id] = ruleset_to_engine(ruleset) if ruleset else None
+        rules = rules_by_ruleset[ruleset_id]
+        verdict = lead_evaluate(lead=event.lead, rules=rules, now=now) if rules else None
+        data = {**event.data, "explanation": verdict.explanation if verdict else [],
+                "score": verdict.score if verdict else event.lead.score,
+                "temperature": verdict.temperature if verdict else event.lead.temperature}
+        claimed = LeadEvent.objects.filter(pk=event.pk).exclude(data__has_key="explanation").update(data=data)
+        if not claimed:
+            continue
+        owner = event.lead.owner
+        if owner is not None and owner.is_active:
+            recipients = [owner.pk]
+        else:
+            if managers is None:
+                managers = list(get_user_model().objects.filter(is_active=True, groups__name=SALES_MANAGERS)
+                                .order_by("pk").values_list("pk", flat=True).distinct())
+            recipients = managers
+            if not recipients:
+                logger.warning("Lead %s was requalified but has no owner and there are no sales managers",
+                               event.lead_id)
+        for user_id in recipients:
+            by_recipient.setdefault(user_id, []).append(event.pk)
+    for user_id, event_ids in by_recipient.items():
+        notifications.requalified_leads_enqueue(user_id=user_id, event_ids=event_ids)
+    return {user_id: len(event_ids) for user_id, event_ids in by_recipient.items()}
+
+
+# --- Sweep: jobs nobody is running ----------------------------------------------------------------------------
+
+PENDING_GRACE = timedelta(minutes=1)
+HEARTBEAT_TIMEOUT = timedelta(minutes=10)
+
+
+def rescore_jobs_sweep(*, now=None):
+    """Beat, every minute: a job still pending after a minute is enqueued again (its
+    first nudge was lost, or no worker was up); a running job whose heartbeat is older
+    than ten minutes lost its worker, so it goes back to pending (it resumes after
+    ``done_through_id``) and is enqueued. Such jobs of a ruleset that is no longer active
+    are marked failed instead: finishing them would score leads with the old rules.
+    Returns {"enqueued": [...], "reset": [...]}."""
+    from .tasks import run_rescore_job
+
+    now = now or timezone.now()
+    stale = Q(heartbeat_at__lt=now - HEARTBEAT_TIMEOUT) | Q(heartbeat_at__isnull=True,
+                                                           started_at__lt=now - HEARTBEAT_TIMEOUT)
+    unfinished = Q(status=RescoreJob.Status.PENDING, created_at__lt=now - PENDING_GRACE) | Q(
+        stale, status=RescoreJob.Status.RUNNING)
+    # Resuming the job of a ruleset that is no longer active would score leads with old rules.
+    superseded = RescoreJob.objects.filter(unfinished).exclude(ruleset__state=Ruleset.State.ACTIVE)
+    for job_id in superseded.values_list("pk", flat=True):
+        RescoreJob.objects.filter(unfinished, pk=job_id).update(
+            status=RescoreJob.Status.FAILED, finished_at=now,
+            error="Not resumed: its ruleset is no longer the active one.",
+        )
+    reset = []
+    for job_id in RescoreJob.objects.filter(stale, status=RescoreJob.Status.RUNNING).values_list("pk", flat=True):
+        # Conditional, so that a worker that just made progress keeps its job.
+        if RescoreJob.objects.filter(stale, pk=job_id, status=RescoreJob.Status.RUNNING).update(
+            status=RescoreJob.Status.PENDING, worker=""
+        ):
+            reset.append(job_id)
+    waiting = RescoreJob.objects.filter(status=RescoreJob.Status.PENDING).filter(
+        Q(created_at__lt=now - PENDING_GRACE) | Q(pk__in=reset)
+    )
+    enqueued = []
+    for job_id in waiting.order_by("pk").values_list("pk", flat=True):
+        try:
+            # The nudge expires: if no worker takes it, the next sweep sends a fresh one
+            # instead of piling up copies.
+            run_rescore_job.apply_async((job_id,), expires=int(PENDING_GRACE.total_seconds()) * 2)
+        except Exception:  # noqa: BLE001 - the broker is down: the next sweep tries again
+            logger.warning("Could not enqueue rescoring job %s", job_id)
+            continue
+        enqueued.append(job_id)
+    return {"enqueued": enqueued, "reset": reset}

@@ -1,0 +1,130 @@
+"""Set-based rescoring gives every lead the verdict the pure engine gives it."""
+
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from leads import services as lead_services
+from leads.models import Lead, LeadEvent, LeadStatus, StatusSetBy
+from scoring import services
+from scoring.models import RescoreJob, Ruleset
+
+from ..factories import LeadFactory, ReasonFactory
+from .factories import pallet_ruleset
+
+pytestmark = pytest.mark.django_db
+
+PEOPLE = [
+    dict(state="SP", interest="Paletes PBR", job_title="Diretor de Logística", company_size=120,
+         budget=Decimal("20000")),
+    dict(state="SP", interest="palete sob medida", job_title="Analista", company_size=10, budget=Decimal("9000")),
+    dict(state="RJ", interest="paletes", job_title="Gerente", company_size=500, budget=Decimal("90000")),
+    dict(state="SP", interest="manutenção de elevadores", job_title="Sócio", company_size=80),
+    dict(state="SP", interest="PALETES de madeira", job_title="Gerente de compras", budget=Decimal("1000")),
+    dict(state="", interest="paletes", job_title="CEO", company_size=60, budget=None),
+    dict(state="SP", interest="", job_title="", company_size=None, budget=None),
+]
+
+
+def make_leads():
+    return [LeadFactory(email=f"p{i}@x.com.br", **person) for i, person in enumerate(PEOPLE)]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1000])
+def test_activation_rescores_every_lead_as_the_engine_would(chunk_size):
+    leads = make_leads()
+    ruleset = pallet_ruleset()
+    job = services.ruleset_activate(ruleset=ruleset)
+    job = services.rescore_job_run(job_id=job.pk, chunk_size=chunk_size)
+    assert job.status == RescoreJob.Status.DONE
+    assert job.progress == 100
+    rules = services.ruleset_to_engine(ruleset)
+    for lead in leads:
+        lead.refresh_from_db()
+        verdict = services.lead_evaluate(lead=lead, rules=rules, now=timezone.now())
+        assert (lead.status, lead.reason.slug if lead.reason else "", lead.score, lead.temperature) == (
+            verdict.status, verdict.reason, verdict.score, verdict.temperature
+        ), lead.email
+    statuses = {lead.email: lead.status for lead in Lead.objects.all()}
+    assert statuses == {
+        "p0@x.com.br": "qualified", "p1@x.com.br": "disqualified", "p2@x.com.br": "out_of_focus",
+        "p3@x.com.br": "out_of_focus", "p4@x.com.br": "disqualified", "p5@x.com.br": "qualified",
+        "p6@x.com.br": "disqualified",
+    }
+    assert Lead.objects.get(email="p5@x.com.br").temperature == "warm"
+    assert Lead.objects.get(email="p0@x.com.br").temperature == "warm"
+    moved = LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED).count()
+    assert moved == job.status_changes == len(PEOPLE)
+
+
+def test_a_rerun_changes_nothing_and_writes_no_events():
+    make_leads()
+    ruleset = pallet_ruleset()
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk)
+    events = LeadEvent.objects.count()
+    again = services.rescore_job_run(job_id=services.rescore_job_create(ruleset=ruleset).pk)
+    assert (again.leads_changed, again.status_changes) == (0, 0)
+    assert again.leads_seen == len(PEOPLE)
+    assert LeadEvent.objects.count() == events
+
+
+def test_a_persons_decision_is_never_overwritten_but_its_score_updates(rep):
+    lead = LeadFactory(**PEOPLE[2])  # out of SP: the rules would say out of focus
+    lead = lead_services.lead_change_status(lead=lead, status=LeadStatus.QUALIFIED, actor=rep)
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=pallet_ruleset()).pk)
+    lead.refresh_from_db()
+    assert (lead.status, lead.status_set_by) == (LeadStatus.QUALIFIED, StatusSetBy.PERSON)
+    assert lead.score == 50
+
+
+def test_converted_leads_stay_converted():
+    lead = lead_services.lead_change_status(lead=LeadFactory(**PEOPLE[3]), status=LeadStatus.CONVERTED)
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=pallet_ruleset()).pk)
+    lead.refresh_from_db()
+    assert lead.status == LeadStatus.CONVERTED
+
+
+def test_activating_archives_the_previous_ruleset():
+    first = pallet_ruleset()
+    services.ruleset_activate(ruleset=first)
+    second = pallet_ruleset()
+    services.ruleset_activate(ruleset=second)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.state, second.state) == (Ruleset.State.ARCHIVED, Ruleset.State.ACTIVE)
+    assert second.version == 2
+
+
+def test_impact_preview_counts_moves_without_writing():
+    make_leads()
+    ruleset = pallet_ruleset()
+    impact = services.ruleset_impact(ruleset=ruleset)
+    assert impact["status"][("new", "out_of_focus")] == 2
+    assert impact["status"][("new", "qualified")] == 2
+    assert impact["status"][("new", "disqualified")] == 3
+    assert set(Lead.objects.values_list("status", flat=True)) == {"new"}
+    assert len(impact["samples"][("new", "qualified")]) == 2
+
+
+def test_requalification_brings_back_due_leads_that_now_qualify(rep):
+    ruleset = pallet_ruleset()
+    services.ruleset_activate(ruleset=ruleset)
+    due = LeadFactory(email="due@x.com.br", **PEOPLE[0])
+    later = LeadFactory(email="later@x.com.br", **PEOPLE[0])
+    not_now = ReasonFactory(slug="no_immediate_need", label="Sem necessidade agora", kind="disqualified")
+    yesterday, next_month = timezone.now() - timezone.timedelta(days=1), timezone.now() + timezone.timedelta(days=30)
+    for lead, when in ((due, yesterday), (later, next_month)):
+        lead_services.lead_change_status(
+            lead=lead, status=LeadStatus.DISQUALIFIED, actor=rep, reason=not_now, requalify_at=when
+        )
+    job = services.rescore_job_run(
+        job_id=services.rescore_job_create(ruleset=ruleset, kind=RescoreJob.Kind.REQUALIFICATION).pk
+    )
+    due.refresh_from_db()
+    later.refresh_from_db()
+    assert (due.status, due.status_set_by, due.requalify_at) == (LeadStatus.QUALIFIED, StatusSetBy.RULES, None)
+    requalified = due.events.filter(kind=LeadEvent.Kind.REQUALIFIED, from_status="disqualified", to_status="qualified")
+    assert requalified.exists()
+    assert (later.status, later.status_set_by) == (LeadStatus.DISQUALIFIED, StatusSetBy.PERSON)
+    assert job.status_changes == 1
