@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Ingest benchmark: form submissions per second through the public endpoint.
+
+Posts submissions (each a new lead) for a fixed time from concurrent wrk connections to Funil under
+gunicorn (2 workers) on PostgreSQL and Redis, and in the same run to a bare DRF
+endpoint that inserts one row into a one-table model. Prints submissions/s, p50 and
+p99 for both and their ratio.
+
+    .venv/bin/python bench/ingest.py [--seconds 20] [--connections 4]
+
+Needs PostgreSQL, Redis and `wrk` (Debian package wrk). Targets on the 2-core
+machine: >= 500 submissions/s, p99 <= 30 ms, >= half the bare endpoint's rate.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._server import ROOT, Gunicorn, bench_env, machine, manage, recreate_database  # noqa: E402
+
+TARGET_RATE = 500
+TARGET_P99_MS = 30
+TARGET_RATIO = 0.5
+
+
+def run_wrk(url, seconds, connections, threads, run_name):
+    env = {**os.environ, "BENCH_RUN": run_name}
+    result = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+         "-s", str(ROOT / "bench" / "ingest.lua"), url],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    match = re.search(r"WRK_JSON (\{.*\})", result.stdout)
+    if not match:
+        sys.exit(f"wrk failed:\n{result.stdout}\n{result.stderr}")
+    figures = json.loads(match.group(1))
+    figures["rate"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    return figures
+
+
+def count(env, sql):
+    code = f"from django.db import connection as c; cur=c.cursor(); cur.execute({sql!r}); print(cur.fetchone()[0])"
+    out = manage(env, "shell", "-c", code, capture=True)
+    return int(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=20, help="measured seconds per endpoint (default 20)")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--gunicorn-threads", type=int, default=1, dest="gunicorn_threads",
+                        help="threads per gunicorn worker (gthread when > 1)")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/funil_bench_ingest")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench/ingest.py needs wrk: apt-get install wrk")
+
+    env = bench_env(args.database_url, args.redis_url,
+                    FUNIL_CAPTURE_RATE_PER_IP="100000000/min", FUNIL_CAPTURE_RATE_PER_FORM="100000000/min")
+    print(f"machine: {machine()}")
+    print(f"database: {args.database_url} (recreated), redis: {args.redis_url}")
+    recreate_database(args.database_url)
+    manage(env, "migrate", "--noinput", "-v0")
+    manage(env, "shell", "-c", (
+        "from leads.models import Form, Source; "
+        "s,_=Source.objects.get_or_create(slug='site', defaults={'name':'Site','channel':'contact_form'}); "
+        "Form.objects.get_or_create(slug='bench', defaults={'name':'Bench','source':s, 'consent_text':'Aceito',"
+        "'consent_version':'v1', 'fields':['email','name','phone','company','state','budget','interest','consent']})"
+    ))
+    # Capture qualifies every lead against the active rules: measure it with rules, as in production.
+    manage(env, "shell", "-c", (
+        "from tests.scoring.factories import pallet_ruleset; from scoring.models import Ruleset; "
+        "pallet_ruleset(state=Ruleset.State.ACTIVE, submission_points=5)"
+    ))
+    subprocess.run(["redis-cli", "-u", args.redis_url, "FLUSHDB"], capture_output=True, check=False)
+
+    results = {}
+    extra = ["--worker-class", "gthread", "--threads", str(args.gunicorn_threads)] if args.gunicorn_threads > 1 else []
+    print(f"gunicorn: {args.workers} workers" + (f" x {args.gunicorn_threads} threads" if extra else " (sync)"))
+    with Gunicorn(env, workers=args.workers, extra_args=extra) as server:
+        targets = {
+            "funil": f"{server.url}/api/v1/forms/bench/submissions/",
+            "bare": f"{server.url}/bench/bare/",
+        }
+        for name, url in targets.items():  # warm up connections, caches and both workers
+            run_wrk(url, 2, args.connections, args.threads, f"warm{name}")
+        for name, url in targets.items():
+            time.sleep(1)
+            results[name] = run_wrk(url, args.seconds, args.connections, args.threads, f"run{name}")
+
+    leads = count(env, "SELECT count(*) FROM leads_lead WHERE email LIKE 'lead-runfunil-%'")
+    processed = count(env, "SELECT count(*) FROM leads_submission WHERE payload->>'email' LIKE 'lead-runfunil-%' "
+                           "AND status = 'processed'")
+    stored = count(env, "SELECT count(*) FROM leads_submission WHERE payload->>'email' LIKE 'lead-runfunil-%'")
+    ours, bare = results["funil"], results["bare"]
+    ratio = ours["rate"] / bare["rate"]
+    print()
+    print(f"{'endpoint':<34}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}  statuses")
+    for label, figures in (("Funil POST /forms/<slug>/submissions", ours), ("bare DRF one-row insert", bare)):
+        print(f"{label:<34}{figures['requests']:>10}{figures['rate']:>10.0f}{figures['p50_us'] / 1000:>9.1f}"
+              f"{figures['p90_us'] / 1000:>9.1f}{figures['p99_us'] / 1000:>9.1f}  {figures['statuses']}"
+              f"{' errors=' + str(figures['errors']) if figures['errors'] else ''}")
+    print()
+    print(f"ratio Funil / bare: {ratio:.2f}")
+    print(f"measured run: {stored} submissions stored, {processed} processed, {leads} leads created "
+          f"({ours['statuses'].get('202', 0)} answers received before wrk stopped)")
+    checks = [
+        (f">= {TARGET_RATE} submissions/s", ours["rate"] >= TARGET_RATE),
+        (f"p99 <= {TARGET_P99_MS} ms", ours["p99_us"] / 1000 <= TARGET_P99_MS),
+        (f">= {TARGET_RATIO:.0%} of the bare rate", ratio >= TARGET_RATIO),
+        ("every submission answered 202", set(ours["statuses"]) == {"202"} and not ours["errors"]),
+        ("nothing lost: every stored submission processed into its own lead",
+         stored == processed == leads >= ours["statuses"].get("202", 0)),
+    ]
+    for label, ok in checks:
+        print(f"target {label}: {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
