@@ -3,13 +3,19 @@
 `manage.py check --deploy` under these settings reports no warnings.
 """
 
+import os
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
-SECRET_KEY = env("SECRET_KEY")  # ImproperlyConfigured when unset: refuse to start
+# Read as-is: django-environ would take a key that starts with "$" for a reference to
+# another variable, and a random key can start with one.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("Set the SECRET_KEY environment variable.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

@@ -45,3 +45,10 @@ def test_production_refuses_to_fall_back_to_sqlite_or_the_filesystem_broker():
     result = manage("check", env=env)
     assert result.returncode != 0
     assert "REDIS_URL" in result.stderr
+
+
+def test_a_secret_key_that_starts_with_a_dollar_is_taken_as_it_is():
+    env = {**PRODUCTION_ENV, "SECRET_KEY": "$" + get_random_secret_key()}
+    result = manage("shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == env["SECRET_KEY"]
