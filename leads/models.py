@@ -189,6 +189,13 @@ class Form(models.Model):
         return not allowed or (origin or "").rstrip("/") in allowed
 
 
+class Fit(models.TextChoices):
+    """A sales rep's rating of a lead's quality."""
+
+    GOOD = "good", _("Good fit")
+    BAD = "bad", _("Bad fit")
+
+
 class Lead(models.Model):
     """A person who showed interest. Every write goes through ``leads.services``."""
 
@@ -248,6 +255,14 @@ class Lead(models.Model):
         _("temperature"), max_length=4, choices=Temperature.choices, default=Temperature.COLD
     )
     deal_value = models.DecimalField(_("deal value"), max_digits=14, decimal_places=2, null=True, blank=True)
+    # Sales' feedback on the lead's quality, which marketing reads next to the rules that let it through.
+    fit = models.CharField(_("quality rating"), max_length=4, choices=Fit.choices, blank=True, default="")
+    fit_note = models.TextField(_("quality note"), blank=True)
+    fit_rated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+", verbose_name=_("rated by"), db_index=False,
+    )
+    fit_rated_at = models.DateTimeField(_("rated at"), null=True, blank=True)
     attributes = models.JSONField(_("custom fields"), default=dict, blank=True)
 
     # Timestamps.
@@ -259,6 +274,8 @@ class Lead(models.Model):
     converted_at = models.DateTimeField(_("converted at"), null=True, blank=True)
     last_activity_at = models.DateTimeField(_("last activity"), null=True, blank=True)
     requalify_at = models.DateTimeField(_("next requalification"), null=True, blank=True)
+    # A rep's first action on the lead after it was qualified (time to first touch).
+    first_touched_at = models.DateTimeField(_("first touched"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("lead")
@@ -314,6 +331,7 @@ class LeadEvent(models.Model):
         EMAIL_CLICKED = "email_clicked", _("Email clicked")
         REQUALIFIED = "requalified", _("Requalified")
         CONSENT = "consent", _("Consent")
+        RATED = "rated", _("Quality rated")
 
     lead = models.ForeignKey(
         Lead, on_delete=models.CASCADE, related_name="events", verbose_name=_("lead"),
