@@ -27,10 +27,12 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	@touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py migrate --noinput -v 0
 	$(BIN)/python manage.py seed_demo
 	@echo ""
 	@echo "  Funil is starting on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
+	@echo "  Log in as ana or bruno (sales reps), gerente (sales manager), marketing (marketer)"
+	@echo "  or admin (superuser); every demo user's password is funil-demo."
 	@echo "  Web, Celery worker and beat run together; Ctrl-C stops all of them."
 	@echo ""
 	@FUNIL_BIN=$(BIN) FUNIL_HOST=$(HOST) FUNIL_PORT=$(PORT) PYTHONUNBUFFERED=1 \
