@@ -256,8 +256,11 @@ class Lead(models.Model):
     )
     deal_value = models.DecimalField(_("deal value"), max_digits=14, decimal_places=2, null=True, blank=True)
     # Sales' feedback on the lead's quality, which marketing reads next to the rules that let it through.
-    fit = models.CharField(_("quality rating"), max_length=4, choices=Fit.choices, blank=True, default="")
-    fit_note = models.TextField(_("quality note"), blank=True)
+    # db_default too, so bulk loaders (COPY) that leave the columns out get the same value.
+    fit = models.CharField(
+        _("quality rating"), max_length=4, choices=Fit.choices, blank=True, default="", db_default=""
+    )
+    fit_note = models.TextField(_("quality note"), blank=True, default="", db_default="")
     fit_rated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
         related_name="+", verbose_name=_("rated by"), db_index=False,

@@ -295,11 +295,12 @@ class RescoreJobAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request, job):
             raise PermissionDenied
         now = timezone.now()
+        pending_grace, heartbeat_timeout = services.sweep_timeouts()
         unfinished = job.status in (RescoreJob.Status.PENDING, RescoreJob.Status.RUNNING)
-        waiting = job.status == RescoreJob.Status.PENDING and now - job.created_at > services.PENDING_GRACE
+        waiting = job.status == RescoreJob.Status.PENDING and now - job.created_at > pending_grace
         last_progress = job.heartbeat_at or job.started_at
         stalled = (job.status == RescoreJob.Status.RUNNING and last_progress is not None
-                   and now - last_progress > services.HEARTBEAT_TIMEOUT)
+                   and now - last_progress > heartbeat_timeout)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts, "title": _("Rescoring job #%(job)s") % {"job": job.pk}, "job": job,

@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
@@ -677,8 +678,12 @@ def requalified_leads_notify(*, job_ids, now=None):
 
 # --- Sweep: jobs nobody is running ----------------------------------------------------------------------------
 
-PENDING_GRACE = timedelta(minutes=1)
-HEARTBEAT_TIMEOUT = timedelta(minutes=10)
+def sweep_timeouts():
+    """(pending grace, heartbeat timeout): how long a pending job waits for its first
+    nudge, and how long a running job may go without a heartbeat before the sweep takes
+    it back. Settings, so a deployment (or the fault scripts) can tighten them."""
+    return (timedelta(seconds=getattr(settings, "FUNIL_RESCORE_PENDING_GRACE_SECONDS", 60)),
+            timedelta(seconds=getattr(settings, "FUNIL_RESCORE_HEARTBEAT_TIMEOUT_SECONDS", 600)))
 
 
 def rescore_jobs_sweep(*, now=None):
@@ -691,9 +696,10 @@ def rescore_jobs_sweep(*, now=None):
     from .tasks import run_rescore_job
 
     now = now or timezone.now()
-    stale = Q(heartbeat_at__lt=now - HEARTBEAT_TIMEOUT) | Q(heartbeat_at__isnull=True,
-                                                           started_at__lt=now - HEARTBEAT_TIMEOUT)
-    unfinished = Q(status=RescoreJob.Status.PENDING, created_at__lt=now - PENDING_GRACE) | Q(
+    pending_grace, heartbeat_timeout = sweep_timeouts()
+    stale = Q(heartbeat_at__lt=now - heartbeat_timeout) | Q(heartbeat_at__isnull=True,
+                                                           started_at__lt=now - heartbeat_timeout)
+    unfinished = Q(status=RescoreJob.Status.PENDING, created_at__lt=now - pending_grace) | Q(
         stale, status=RescoreJob.Status.RUNNING)
     # Resuming the job of a ruleset that is no longer active would score leads with old rules.
     superseded = RescoreJob.objects.filter(unfinished).exclude(ruleset__state=Ruleset.State.ACTIVE)
@@ -710,14 +716,14 @@ def rescore_jobs_sweep(*, now=None):
         ):
             reset.append(job_id)
     waiting = RescoreJob.objects.filter(status=RescoreJob.Status.PENDING).filter(
-        Q(created_at__lt=now - PENDING_GRACE) | Q(pk__in=reset)
+        Q(created_at__lt=now - pending_grace) | Q(pk__in=reset)
     )
     enqueued = []
     for job_id in waiting.order_by("pk").values_list("pk", flat=True):
         try:
             # The nudge expires: if no worker takes it, the next sweep sends a fresh one
             # instead of piling up copies.
-            run_rescore_job.apply_async((job_id,), expires=int(PENDING_GRACE.total_seconds()) * 2)
+            run_rescore_job.apply_async((job_id,), expires=int(pending_grace.total_seconds()) * 2)
         except Exception:  # noqa: BLE001 - the broker is down: the next sweep tries again
             logger.warning("Could not enqueue rescoring job %s", job_id)
             continue
