@@ -589,7 +589,30 @@ def requalify_preview(*, ruleset, now=None, samples=20):
     }
 
 
-def requalify_run(*, dry_run=False, now=None, worker=""):
+REQUALIFY_TASK = "scoring.tasks.requalify"
+
+
+def requalification_overdue(*, now=None):
+    """Did the scheduled requalification miss its last slot? Beat sends the daily run
+    as a message; if the broker was down at that moment, the message never existed.
+    The database knows when the last run happened (its job) and when the schedule
+    (editable in admin) wanted one, so a frequent catch-up can tell and run it late.
+    False when the schedule is disabled or missing."""
+    from django_celery_beat.models import PeriodicTask
+
+    now = now or timezone.now()
+    task = PeriodicTask.objects.filter(task=REQUALIFY_TASK, enabled=True).first()
+    if task is None:
+        return False
+    schedule = task.schedule
+    last = RescoreJob.objects.filter(kind=RescoreJob.Kind.REQUALIFICATION).aggregate(last=Max("created_at"))["last"]
+    # Never ran: the schedule has owed a run since it was set up.
+    last = last or task.date_changed
+    schedule.nowfun = lambda: now
+    return schedule.remaining_estimate(last).total_seconds() <= 0
+
+
+def requalify_run(*, dry_run=False, now=None, worker="", only_if_overdue=False):
     """Re-evaluate the disqualified leads (those the rules disqualified, and those a
     person disqualified whose requalify date has come) against the active ruleset.
 
@@ -598,11 +621,15 @@ def requalify_run(*, dry_run=False, now=None, worker=""):
     runs it here, then explains each lead it qualified on its timeline and emails the
     owners (or the sales managers). A dry run only counts, with ``requalify_preview``,
     and writes nothing. Returns a dict: ruleset, job, candidates, qualified, notified.
+    ``only_if_overdue`` (the catch-up) runs only when the schedule missed a slot.
     """
     from nurturing.locks import job_lock
 
     now = now or timezone.now()
     with job_lock(REQUALIFY_LOCK):
+        # Checked under the lock, so the catch-up never runs right after the scheduled run.
+        if only_if_overdue and not requalification_overdue(now=now):
+            return {"ruleset": None, "job": None, "candidates": 0, "qualified": 0, "notified": {}, "skipped": True}
         ruleset = Ruleset.objects.filter(state=Ruleset.State.ACTIVE).first()
         if ruleset is None:
             return {"ruleset": None, "job": None, "candidates": 0, "qualified": 0, "notified": {}}

@@ -28,6 +28,21 @@ def requalify(self):
     return {"job": job.pk if job else None, "qualified": result["qualified"]}
 
 
+@shared_task(bind=True)
+def requalify_catch_up(self):
+    """Beat, every 10 minutes: run the daily requalification late if its message was lost."""
+    from nurturing.locks import LockHeld
+
+    try:
+        result = services.requalify_run(worker=self.request.hostname or "", only_if_overdue=True)
+    except LockHeld:
+        return "already running"
+    if result.get("skipped"):
+        return "not due"
+    job = result["job"]
+    return {"job": job.pk if job else None, "qualified": result["qualified"]}
+
+
 @shared_task
 def sweep_rescore_jobs():
     """Beat, every minute: enqueue pending jobs nobody took, resume jobs whose worker died."""

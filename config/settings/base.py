@@ -141,6 +141,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "scoring.tasks.requalify",
         "schedule": crontab(minute="0", hour="6"),
     },
+    # The daily run, late, when its message was lost (broker down at 06:00).
+    "requalify-catch-up": {
+        "task": "scoring.tasks.requalify_catch_up",
+        "schedule": 600.0,
+    },
     # Rescoring jobs left pending or abandoned by a dead worker.
     "sweep-rescore-jobs": {
         "task": "scoring.tasks.sweep_rescore_jobs",
