@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -240,8 +241,12 @@ def rescore_job_run(*, job_id, chunk_size=10000, worker="", workers=None):
     commit in order, so the progress never passes a chunk that is not done.
     """
     now = timezone.now()
+    # A claim of its own, even among the processes of one worker host: if the sweep
+    # takes the job back (this run looked dead) and another run resumes it, this run's
+    # next commit finds the claim gone and stops, so no chunk is rescored twice.
+    claim = f"{worker[:230]}#{uuid.uuid4().hex[:16]}"
     claimed = RescoreJob.objects.filter(pk=job_id, status=RescoreJob.Status.PENDING).update(
-        status=RescoreJob.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:255]
+        status=RescoreJob.Status.RUNNING, started_at=now, heartbeat_at=now, worker=claim
     )
     if not claimed:
         return RescoreJob.objects.get(pk=job_id)
@@ -269,9 +274,13 @@ def rescore_job_run(*, job_id, chunk_size=10000, worker="", workers=None):
         else:
             for start, end in chunks:
                 _rescore_chunk_commit(job, compiled, base, start, end, now=now, requalifying=requalifying)
-        RescoreJob.objects.filter(pk=job.pk).update(
+        finished = RescoreJob.objects.filter(pk=job.pk, worker=claim, status=RescoreJob.Status.RUNNING).update(
             status=RescoreJob.Status.DONE, finished_at=timezone.now(), done_through_id=job.last_id
         )
+        if not finished:
+            raise ClaimLost(job.pk)
+    except ClaimLost:
+        logger.warning("Rescoring job %s was taken back by the sweep; its new run finishes it", job_id)
     except Exception as exc:
         logger.exception("Rescoring job %s failed", job_id)
         RescoreJob.objects.filter(pk=job.pk).update(status=RescoreJob.Status.FAILED, error=str(exc)[:5000])
@@ -300,6 +309,11 @@ class ChunkAbandoned(Exception):
     """A chunk was rolled back because the chunk before it did not commit."""
 
 
+class ClaimLost(ChunkAbandoned):
+    """A chunk was rolled back because this run no longer holds the job: the sweep took
+    it back (the run looked dead) and another run resumed it."""
+
+
 def _rescore_chunk_commit(job, compiled, base, start, end, *, now, requalifying, after=None):
     """Rescore the leads with ids in (start, end] and record the job's progress, in one
     transaction. With ``after`` (the previous chunk's turn), commit only once that chunk
@@ -309,12 +323,16 @@ def _rescore_chunk_commit(job, compiled, base, start, end, *, now, requalifying,
         counts = _rescore_chunk(compiled, chunk, now=now, job=job, requalifying=requalifying, bounds=(start, end))
         if after is not None and not after.wait_committed():
             raise ChunkAbandoned(f"Chunk ({start}, {end}] rolled back: the chunk before it failed.")
-        RescoreJob.objects.filter(pk=job.pk).update(
+        progressed = RescoreJob.objects.filter(
+            pk=job.pk, worker=job.worker, status=RescoreJob.Status.RUNNING, done_through_id=start
+        ).update(
             done_through_id=end, heartbeat_at=timezone.now(),
             leads_seen=F("leads_seen") + counts["seen"],
             leads_changed=F("leads_changed") + counts["changed"],
             status_changes=F("status_changes") + counts["status_changes"],
         )
+        if not progressed:
+            raise ClaimLost(job.pk)
         _merge_transitions(job.pk, counts["transitions"])
 
 
@@ -638,6 +656,9 @@ def requalify_run(*, dry_run=False, now=None, worker="", only_if_overdue=False):
             return {"ruleset": ruleset, "job": None, "notified": {}, **preview}
         job = RescoreJob.objects.create(ruleset=ruleset, kind=RescoreJob.Kind.REQUALIFICATION)
         job = rescore_job_run(job_id=job.pk, worker=worker)
+        # If the sweep took the job from this run and another run finishes it, wait for
+        # that under the lock: two requalifications never run at once.
+        job = _wait_until_finished(job)
         recent = RescoreJob.objects.filter(
             kind=RescoreJob.Kind.REQUALIFICATION, created_at__gte=now - timedelta(days=REQUALIFY_CATCH_UP_DAYS)
         ).values_list("pk", flat=True)
@@ -646,6 +667,13 @@ def requalify_run(*, dry_run=False, now=None, worker="", only_if_overdue=False):
                         and key.startswith("status:"))
         return {"ruleset": ruleset, "job": job, "candidates": job.leads_seen, "qualified": qualified,
                 "notified": notified}
+
+
+def _wait_until_finished(job, *, poll=1.0):
+    while job.status in (RescoreJob.Status.PENDING, RescoreJob.Status.RUNNING):
+        time.sleep(poll)
+        job.refresh_from_db()
+    return job
 
 
 @transaction.atomic

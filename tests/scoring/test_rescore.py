@@ -128,3 +128,32 @@ def test_requalification_brings_back_due_leads_that_now_qualify(rep):
     assert requalified.exists()
     assert (later.status, later.status_set_by) == (LeadStatus.DISQUALIFIED, StatusSetBy.PERSON)
     assert job.status_changes == 1
+
+
+def test_a_run_that_lost_its_claim_stops_and_the_run_that_took_over_finishes_alone(monkeypatch):
+    """The sweep took the job back from a run that looked dead, and another run resumed
+    it: the first run's next chunk rolls back instead of being written twice."""
+    make_leads()
+    job = services.ruleset_activate(ruleset=pallet_ruleset())
+    original = services.compile_ruleset
+
+    def taken_over_before_the_first_chunk(*args, **kwargs):
+        # What rescore_jobs_sweep and a second worker do meanwhile, in their own transactions.
+        RescoreJob.objects.filter(pk=job.pk).update(worker="other-worker#claim")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(services, "compile_ruleset", taken_over_before_the_first_chunk)
+    first = services.rescore_job_run(job_id=job.pk, chunk_size=3, workers=1)
+
+    assert first.status == RescoreJob.Status.RUNNING and first.worker == "other-worker#claim"
+    assert first.done_through_id == first.first_id and first.leads_seen == 0
+    assert not LeadEvent.objects.filter(kind=LeadEvent.Kind.SCORED, data__job=job.pk).exists()
+
+    # The run that took over (after the sweep reset it) does the whole job once.
+    monkeypatch.setattr(services, "compile_ruleset", original)
+    RescoreJob.objects.filter(pk=job.pk).update(status=RescoreJob.Status.PENDING, worker="")
+    done = services.rescore_job_run(job_id=job.pk, chunk_size=3, workers=1)
+    assert done.status == RescoreJob.Status.DONE
+    assert done.leads_seen == Lead.objects.count()
+    scored = LeadEvent.objects.filter(kind=LeadEvent.Kind.SCORED, data__job=job.pk)
+    assert scored.count() == scored.values("lead").distinct().count()
