@@ -50,5 +50,11 @@ messages: $(VENV)/.installed-run
 	$(BIN)/python manage.py makemessages --locale pt_BR --ignore '.venv/*' --ignore 'tests/*' --ignore 'bench/*'
 	$(BIN)/python manage.py compilemessages --locale pt_BR --ignore '.venv/*'
 
+# Every benchmark at full size (1,000,000 leads where it applies) on PostgreSQL and Redis;
+# the figures go to docs/benchmarks.md. BENCH_ARGS=--quick for the small sizes CI runs.
+BENCH_ARGS ?=
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
 clean:
 	rm -rf .data staticfiles .pytest_cache

@@ -98,6 +98,7 @@ def query(env, sql):
 
 def prepare(env):
     manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "collectstatic", "--noinput", "-v", "0")
     shell(env, SETUP)
 
 

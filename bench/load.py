@@ -106,6 +106,7 @@ def main():
                     FUNIL_CAPTURE_RATE_PER_FORM="1000000/min")
     print(f"Loading {leads:,} leads ...", flush=True)
     manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "collectstatic", "--noinput", "-v", "0")  # production settings serve the manifest
     manage(env, "shell", "-c", SETUP.format(leads=leads))
 
     log = Path(tempfile.mkstemp(prefix="funil-load-", suffix=".tsv")[1])
@@ -124,8 +125,8 @@ def main():
         _, stderr = locust.communicate(timeout=seconds + 120)
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            status, started, finished, seen = job_times(env, job_id)
-            if status in ("done", "failed"):
+            job_status, started, finished, seen = job_times(env, job_id)
+            if job_status in ("done", "failed"):
                 break
             time.sleep(5)
     if locust.returncode not in (0, 1):  # 1: some requests failed (counted below)
@@ -146,7 +147,7 @@ def main():
 
     lines = [f"Machine: {machine()}. {leads:,} leads; {seconds} s of load; gunicorn 3 workers, one Celery "
              f"worker (concurrency 2) and beat, PostgreSQL and Redis on the same machine. The rescoring job "
-             f"(#{job_id}, {status}) of all {seen:,} leads ran for {finished - started:.1f} s.", "",
+             f"(#{job_id}, {job_status}) of all {seen:,} leads ran for {finished - started:.1f} s.", "",
              "| phase | request | count | per s | p50 ms | p95 ms | p99 ms |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for phase in ("before", "during", "after"):

@@ -67,7 +67,9 @@ class SalesRep(HttpUser):
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
         self.client.post("/accounts/login/", data={"csrfmiddlewaretoken": token, "username": random.choice(REPS),
                                                     "password": PASSWORD}, name="login",
-                         headers={"Referer": self.host + "/accounts/login/"})
+                         headers={"Referer": self.host + "/accounts/login/"}, allow_redirects=False)
+        if "sessionid" not in self.client.cookies:
+            raise RuntimeError("the bench rep could not log in")
         self.csrf = self.client.cookies.get("csrftoken", "")
 
     @task(4)

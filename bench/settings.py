@@ -16,3 +16,7 @@ if env.bool("FUNIL_BENCH_FAST_SWEEPS", default=False):
     }
     FUNIL_RESCORE_PENDING_GRACE_SECONDS = 5
     FUNIL_RESCORE_HEARTBEAT_TIMEOUT_SECONDS = 60
+
+# The benchmarks talk plain http on loopback: secure-only cookies would never come back.
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
