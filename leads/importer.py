@@ -90,7 +90,7 @@ def detect_delimiter(text):
         delimiter = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
     except csv.Error:
         delimiter = None
-    if delimiter not in DELIMITERS:
+    if not delimiter or delimiter not in DELIMITERS:
         header = lines[0] if lines else ""
         delimiter = ";" if header.count(";") > header.count(",") else ","
     return delimiter
@@ -231,6 +231,7 @@ def resolve_columns(header, form, overrides=None):
     columns = auto_columns(header, form)
     choices = {key for key, _label_text in field_choices(form)}
     by_canonical_choice = {_canonical(key): key for key in choices}
+    chosen = {}  # field -> the column an override sent to it
     for column, target in (overrides or {}).items():
         positions = [i for i, name in enumerate(header) if name == column] or [
             i for i, name in enumerate(header) if _canonical(name) == _canonical(column)
@@ -244,6 +245,9 @@ def resolve_columns(header, form, overrides=None):
                 raise ImportFileError(
                     f"{target!r} is not a field the form accepts. Fields: {', '.join(sorted(choices))}."
                 )
+            if key in chosen and chosen[key] != column:
+                raise ImportFileError(f"Columns {chosen[key]!r} and {column!r} both go to {key!r}; choose one.")
+            chosen[key] = column
             # The field now comes from this column; a column mapped to it automatically lets go.
             columns = [None if existing == key else existing for existing in columns]
         else:
