@@ -1068,7 +1068,7 @@ def import_job_start(*, job, columns):
     """Confirm the mapping and queue the job for a worker (on commit)."""
     columns = check_columns(job.header, columns, job.form)
     updated = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
-        columns=columns, status=ImportJob.Status.PENDING,
+        columns=columns, status=ImportJob.Status.PENDING, heartbeat_at=timezone.now(),  # queued at
     )
     if updated:
         transaction.on_commit(lambda: _enqueue(job.pk))
@@ -1087,6 +1087,34 @@ def _enqueue(job_id):
 
 
 STALLED_AFTER_SECONDS = 600
+# A pending job no worker took after this long lost its message (or no worker runs).
+PENDING_GRACE_SECONDS = 120
+
+
+def import_jobs_sweep(*, now=None):
+    """Beat, every minute: queue again the pending jobs no worker took (their message
+    was lost) and the running jobs whose worker stopped reporting progress (it died);
+    the job itself resumes after its last committed line. Returns the ids queued."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+
+    from .tasks import run_import_job
+
+    now = now or timezone.now()
+    due = ImportJob.objects.filter(
+        Q(status=ImportJob.Status.PENDING, heartbeat_at__lt=now - timedelta(seconds=PENDING_GRACE_SECONDS))
+        | Q(status=ImportJob.Status.RUNNING, heartbeat_at__lt=now - timedelta(seconds=STALLED_AFTER_SECONDS))
+    ).order_by("id").values_list("id", flat=True)
+    queued = []
+    for job_id in due:
+        try:
+            run_import_job.delay(job_id, take_over_stalled=True)
+        except Exception:  # noqa: BLE001 - the broker is down: the next sweep tries again
+            logger.warning("Could not enqueue import job %s", job_id)
+            break
+        queued.append(job_id)
+    return queued
 
 
 def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_over_stalled=False):
