@@ -73,6 +73,9 @@ class FormOutputSerializer(serializers.ModelSerializer):
         help_text=_("Origins allowed to post; empty: any site."),
     )
     submission_url = serializers.SerializerMethodField(help_text=_("Where the form posts."))
+    # A URL, or "" for Funil's own thank-you page (a URI format would refuse the "").
+    success_url = serializers.CharField(read_only=True, help_text=_(
+        "Where a plain HTML form post is sent after success; empty: Funil's thank-you page."))
 
     class Meta:
         model = Form
