@@ -484,6 +484,8 @@ def _payloads(rows, header, columns):
             continue
         if len(cells) < width:
             cells = cells + [""] * (width - len(cells))
+        if any("\x00" in cell for cell in cells):  # PostgreSQL keeps no NUL in text
+            cells = [cell.replace("\x00", "") for cell in cells]
         yield line, cells, {key: cells[position] for position, key in mapped}
 
 
