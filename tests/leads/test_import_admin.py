@@ -207,3 +207,13 @@ def test_a_real_worker_runs_an_import_started_in_admin(client, celery_worker_pro
     assert job.status == "done", f"{job.status} {job.error}\n{celery_worker_process.log()}"
     assert (job.created_count, job.worker.split("@")[0]) == (500, celery_worker_process.queue)
     assert Lead.objects.count() == 500
+
+
+def test_the_import_pages_speak_portuguese_to_a_pt_br_browser(client, marketer, form):
+    client.force_login(marketer)
+    page = client.get("/admin/leads/importjob/add/", HTTP_ACCEPT_LANGUAGE="pt-br").content.decode()
+    assert "Enviar e continuar" in page and "Valores lidos como vazios" in page
+    upload(client, form)
+    job = ImportJob.objects.get()
+    page = client.get(f"/admin/leads/importjob/{job.pk}/mapping/", HTTP_ACCEPT_LANGUAGE="pt-br").content.decode()
+    assert "(ignorar esta coluna)" in page and "Iniciar a importação" in page
