@@ -21,7 +21,7 @@ generator wrote. Prints rows, rows/s, peak RSS, the baseline rate, the ratio and
 targets.
 
     .venv/bin/python bench/import.py [--rows 1000000] [--database-url postgres://...]
-    .venv/bin/python bench/import.py --rows 20000      # quick: a few seconds
+    .venv/bin/python bench/import.py --quick           # 20,000 rows, 2,000-row baseline, no targets
 
 Targets on the 2-core machine: >= 10,000 rows/s, >= 30x the per-row import, and
 memory flat as the file grows (the N-row import's peak RSS within 25 MB of the
@@ -312,8 +312,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None, help="import batch size (default: the command's)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the generated files and the databases")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run (20,000 rows, 2,000-row baseline) for CI: prints, asserts no target")
     parser.add_argument("--per-row-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.sample = 20_000, 2_000
     if args.per_row_worker:
         return per_row_worker(args.per_row_worker)
 
@@ -382,6 +386,8 @@ def main():
     print()
     for label, passed in checks:
         print(f"  [{'ok' if passed else 'MISSED'}] {label}")
+    if args.quick:  # too small for the targets to mean anything; only the counts must be right
+        return 0 if ok else 1
     return 0 if all(passed for _label, passed in checks) else 1
 
 

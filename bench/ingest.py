@@ -7,6 +7,7 @@ endpoint that inserts one row into a one-table model. Prints submissions/s, p50 
 p99 for both and their ratio.
 
     .venv/bin/python bench/ingest.py [--seconds 20] [--connections 4]
+    .venv/bin/python bench/ingest.py --quick    # 3 s per endpoint, for CI: prints, asserts no target
 
 Needs PostgreSQL, Redis and `wrk` (Debian package wrk). Targets on the 2-core
 machine: >= 500 submissions/s, p99 <= 30 ms, >= half the bare endpoint's rate.
@@ -62,7 +63,11 @@ def main():
                         help="threads per gunicorn worker (gthread when > 1)")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/funil_bench_ingest")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 measured seconds per endpoint; the figures are printed, the targets not asserted")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = 3
     if not shutil.which("wrk"):
         sys.exit("bench/ingest.py needs wrk: apt-get install wrk")
 
@@ -125,7 +130,10 @@ def main():
     ]
     for label, ok in checks:
         print(f"target {label}: {'met' if ok else 'NOT met'}")
+    # Nothing lost and every answer a 202 hold at any size; the speed targets only at full size.
+    must = checks[3:] if args.quick else checks
+    return 0 if all(ok for _label, ok in must) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

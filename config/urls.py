@@ -9,6 +9,10 @@ from leads.api.capture import FormSubmissionView, form_thanks
 from .api import router
 from .health import healthz
 
+# JSON errors under /api/, Django's pages elsewhere.
+handler404 = "leads.api.errors.not_found"
+handler500 = "leads.api.errors.server_error"
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="leads:inbox", permanent=False)),
     path("admin/", admin.site.urls),

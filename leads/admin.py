@@ -1,9 +1,16 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import embed, services
-from .models import Consent, Form, Lead, LeadEvent, Product, Reason, ServiceArea, Source, Submission
+from . import embed, importer, services
+from .models import Consent, Form, ImportJob, Lead, LeadEvent, Product, Reason, ServiceArea, Source, Submission
 
 
 @admin.register(Source)
@@ -197,3 +204,169 @@ class LeadEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- CSV import from admin: upload, column mapping, progress, report -----------------------
+
+
+class ImportUploadForm(forms.Form):
+    form = forms.ModelChoiceField(
+        label=_("Form"), queryset=Form.objects.filter(active=True).select_related("source"),
+        help_text=_("The leads count as coming from this form and its source; its fields are the ones a column "
+                    "may go to."),
+    )
+    file = forms.FileField(label=_("CSV file"), help_text=_(
+        "UTF-8 or Windows (cp1252) encoding, columns separated by “,” or “;”, with a header line."))
+    empty_values = forms.CharField(
+        label=_("Values read as empty"), required=False, initial="Selecione, Select, -",
+        help_text=_("Comma-separated placeholders a spreadsheet uses for “nothing chosen” (any case or accents)."),
+    )
+
+    def clean_empty_values(self):
+        return [value.strip() for value in self.cleaned_data["empty_values"].split(",") if value.strip()]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """Imports run by a Celery worker; the page of a job is its mapping step, then its
+    progress and report. The database row is the job: a sweep re-queues what no worker
+    took and resumes what a dead worker left."""
+
+    list_display = ["number", "file_name", "form", "status", "progress_display", "rows_done", "created_count",
+                    "updated_count", "rejected_count", "created_by", "created_at"]
+    list_filter = ["status", "form"]
+    list_select_related = ["form", "created_by"]
+    search_fields = ["file_name"]
+    date_hierarchy = "created_at"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("import"), ordering="pk")
+    def number(self, obj):
+        return f"#{obj.pk}"
+
+    @admin.display(description=_("progress"))
+    def progress_display(self, obj):
+        return f"{obj.progress}%"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/mapping/", view(self.mapping_view), name="leads_importjob_mapping"),
+            path("<int:pk>/progress/", view(self.progress_view), name="leads_importjob_progress"),
+            path("<int:pk>/progress.json", view(self.progress_json), name="leads_importjob_progress_json"),
+            path("<int:pk>/rejected.csv", view(self.rejected_view), name="leads_importjob_rejected"),
+            *super().get_urls(),
+        ]
+
+    def _job(self, request, pk):
+        job = get_object_or_404(ImportJob.objects.select_related("form__source", "created_by"), pk=pk)
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        return job
+
+    def _context(self, request, title, **values):
+        return {**self.admin_site.each_context(request), "opts": self.opts, "title": title, **values}
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Step 1: the upload. The file is stored and its header read; then the mapping."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        upload = ImportUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and upload.is_valid():
+            try:
+                job = importer.import_job_create(
+                    form=upload.cleaned_data["form"], upload=upload.cleaned_data["file"], created_by=request.user,
+                    empty_values=upload.cleaned_data["empty_values"],
+                )
+            except importer.ImportFileError as exc:
+                upload.add_error("file", str(exc))
+            else:
+                return redirect("admin:leads_importjob_mapping", job.pk)
+        return TemplateResponse(request, "admin/leads/importjob/upload.html", self._context(
+            request, _("Import leads from a CSV file"), upload=upload, media=self.media + upload.media,
+        ))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if str(object_id).isdigit():
+            return redirect("admin:leads_importjob_progress", int(object_id))
+        raise Http404
+
+    def mapping_view(self, request, pk):
+        """Step 2: the detected header, a select per column (mapped by its name), a preview."""
+        job = self._job(request, pk)
+        if job.status != ImportJob.Status.MAPPING:
+            return redirect("admin:leads_importjob_progress", job.pk)
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        choices = importer.field_choices(job.form)
+        columns = list(job.columns)
+        error = ""
+        if request.method == "POST":
+            columns = [request.POST.get(f"column-{position}", "") or None for position in range(len(job.header))]
+            try:
+                importer.import_job_start(job=job, columns=columns)
+            except importer.ImportFileError as exc:
+                error = str(exc)
+            else:
+                return redirect("admin:leads_importjob_progress", job.pk)
+        try:
+            csv_file = importer.CsvFile(job.path, encoding=job.encoding or None, delimiter=job.delimiter or None)
+            preview = csv_file.preview(5)
+        except importer.ImportFileError as exc:
+            preview, error = [], str(exc)
+        rows = [{"position": position, "name": name, "field": columns[position] if position < len(columns) else None,
+                 "samples": [cells[position] for cells in preview if position < len(cells)]}
+                for position, name in enumerate(job.header)]
+        return TemplateResponse(request, "admin/leads/importjob/mapping.html", self._context(
+            request, _("Import #%(job)s: match the columns to lead fields") % {"job": job.pk},
+            job=job, rows=rows, choices=choices, error=error,
+        ))
+
+    def progress_view(self, request, pk):
+        """Step 3: the progress bar (the page polls the job's row), then the report."""
+        job = self._job(request, pk)
+        if job.status == ImportJob.Status.MAPPING:
+            return redirect("admin:leads_importjob_mapping", job.pk)
+        return TemplateResponse(request, "admin/leads/importjob/progress.html", self._context(
+            request, _("Import #%(job)s: %(file)s") % {"job": job.pk, "file": job.file_name},
+            job=job, state=import_job_state(job), rejected_sample=[
+                {"line": line, "errors": errors} for line, errors in job.rejected_sample],
+        ))
+
+    def progress_json(self, request, pk):
+        return JsonResponse(import_job_state(self._job(request, pk)))
+
+    def rejected_view(self, request, pk):
+        """The rejected rows, as the file had them, with their line and errors."""
+        job = self._job(request, pk)
+        if not job.rejected_path:
+            raise Http404
+        try:
+            handle = open(job.rejected_path, "rb")  # noqa: SIM115 - FileResponse closes it
+        except OSError as exc:
+            raise Http404 from exc
+        name = importer.rejected_path_for(job.file_name).name
+        return FileResponse(handle, as_attachment=True, filename=name, content_type="text/csv; charset=utf-8")
+
+
+def import_job_state(job):
+    """What the progress page shows, as JSON for its polling."""
+    now = timezone.now()
+    last = job.heartbeat_at or job.started_at
+    return {
+        "status": job.status, "status_label": str(job.get_status_display()), "progress": job.progress,
+        "rows": job.rows_done, "created": job.created_count, "updated": job.updated_count,
+        "rejected": job.rejected_count, "skipped": job.skipped_count,
+        "finished": job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED),
+        "waiting": job.status == ImportJob.Status.PENDING
+        and (now - (job.heartbeat_at or job.created_at)).total_seconds() > importer.PENDING_GRACE_SECONDS,
+        "stalled": job.status == ImportJob.Status.RUNNING and last is not None
+        and (now - last).total_seconds() > importer.STALLED_AFTER_SECONDS,
+        "error": job.error,
+        "rejected_url": reverse("admin:leads_importjob_rejected", args=[job.pk]) if job.rejected_path else "",
+    }

@@ -45,6 +45,8 @@ def clean_lead_data(
     result = CleanLead()
     accepted = set(accepted) | set(ALWAYS_ACCEPTED)
     empties = {normalize.fold(value) for value in empty_values}
+    # Fold only what could be a placeholder: an ASCII value longer than every placeholder cannot be one.
+    longest_empty = max((len(value) for value in empty_values), default=-1)
     values = {}
     for key, raw in payload.items():
         if key == honeypot or key in ("csrfmiddlewaretoken",):
@@ -56,7 +58,7 @@ def clean_lead_data(
             raw = raw[-1] if raw else ""
         if isinstance(raw, str):
             raw = raw.strip()
-            if normalize.fold(raw) in empties:
+            if (len(raw) <= longest_empty or not raw.isascii()) and normalize.fold(raw) in empties:
                 raw = ""
         elif raw is not None and not isinstance(raw, (int, float, bool)):
             result.errors[key] = "Expected a single value."

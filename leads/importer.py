@@ -90,7 +90,7 @@ def detect_delimiter(text):
         delimiter = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
     except csv.Error:
         delimiter = None
-    if delimiter not in DELIMITERS:
+    if not delimiter or delimiter not in DELIMITERS:
         header = lines[0] if lines else ""
         delimiter = ";" if header.count(";") > header.count(",") else ","
     return delimiter
@@ -231,6 +231,7 @@ def resolve_columns(header, form, overrides=None):
     columns = auto_columns(header, form)
     choices = {key for key, _label_text in field_choices(form)}
     by_canonical_choice = {_canonical(key): key for key in choices}
+    chosen = {}  # field -> the column an override sent to it
     for column, target in (overrides or {}).items():
         positions = [i for i, name in enumerate(header) if name == column] or [
             i for i, name in enumerate(header) if _canonical(name) == _canonical(column)
@@ -244,6 +245,9 @@ def resolve_columns(header, form, overrides=None):
                 raise ImportFileError(
                     f"{target!r} is not a field the form accepts. Fields: {', '.join(sorted(choices))}."
                 )
+            if key in chosen and chosen[key] != column:
+                raise ImportFileError(f"Columns {chosen[key]!r} and {column!r} both go to {key!r}; choose one.")
+            chosen[key] = column
             # The field now comes from this column; a column mapped to it automatically lets go.
             columns = [None if existing == key else existing for existing in columns]
         else:
@@ -480,6 +484,8 @@ def _payloads(rows, header, columns):
             continue
         if len(cells) < width:
             cells = cells + [""] * (width - len(cells))
+        if any("\x00" in cell for cell in cells):  # PostgreSQL keeps no NUL in text
+            cells = [cell.replace("\x00", "") for cell in cells]
         yield line, cells, {key: cells[position] for position, key in mapped}
 
 
@@ -1064,7 +1070,7 @@ def import_job_start(*, job, columns):
     """Confirm the mapping and queue the job for a worker (on commit)."""
     columns = check_columns(job.header, columns, job.form)
     updated = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
-        columns=columns, status=ImportJob.Status.PENDING,
+        columns=columns, status=ImportJob.Status.PENDING, heartbeat_at=timezone.now(),  # queued at
     )
     if updated:
         transaction.on_commit(lambda: _enqueue(job.pk))
@@ -1083,6 +1089,34 @@ def _enqueue(job_id):
 
 
 STALLED_AFTER_SECONDS = 600
+# A pending job no worker took after this long lost its message (or no worker runs).
+PENDING_GRACE_SECONDS = 120
+
+
+def import_jobs_sweep(*, now=None):
+    """Beat, every minute: queue again the pending jobs no worker took (their message
+    was lost) and the running jobs whose worker stopped reporting progress (it died);
+    the job itself resumes after its last committed line. Returns the ids queued."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+
+    from .tasks import run_import_job
+
+    now = now or timezone.now()
+    due = ImportJob.objects.filter(
+        Q(status=ImportJob.Status.PENDING, heartbeat_at__lt=now - timedelta(seconds=PENDING_GRACE_SECONDS))
+        | Q(status=ImportJob.Status.RUNNING, heartbeat_at__lt=now - timedelta(seconds=STALLED_AFTER_SECONDS))
+    ).order_by("id").values_list("id", flat=True)
+    queued = []
+    for job_id in due:
+        try:
+            run_import_job.delay(job_id, take_over_stalled=True)
+        except Exception:  # noqa: BLE001 - the broker is down: the next sweep tries again
+            logger.warning("Could not enqueue import job %s", job_id)
+            break
+        queued.append(job_id)
+    return queued
 
 
 def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_over_stalled=False):

@@ -4,6 +4,7 @@ Each function returns the clean value, or raises ``ValueError`` with a message a
 person can read (it ends up in a 400 response naming the field).
 """
 
+import functools
 import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
@@ -22,8 +23,10 @@ BRAZIL_STATES = {
 }
 
 
+@functools.lru_cache(maxsize=8192)
 def fold(text):
-    """Lower case without accents: how every text comparison in Funil sees a value."""
+    """Lower case without accents: how every text comparison in Funil sees a value.
+    Cached: forms and spreadsheets repeat the same few states, placeholders and choices."""
     decomposed = unicodedata.normalize("NFKD", str(text))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().strip()
 

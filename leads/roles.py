@@ -20,12 +20,14 @@ GROUP_PERMISSIONS = {
         + [f"view_{model}" for model in _CATALOGUE],
     },
     SALES_MANAGERS: {
-        "leads": ["view_lead", "change_lead", "add_lead", "work_any_lead", "view_leadevent", "add_leadevent"]
+        "leads": ["view_lead", "change_lead", "add_lead", "work_any_lead", "view_leadevent", "add_leadevent",
+                  "add_importjob", "view_importjob"]
         + [f"view_{model}" for model in _CATALOGUE],
         "auth": ["view_user"],
     },
     MARKETING: {
-        "leads": ["view_lead", "view_leadevent"] + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD],
+        "leads": ["view_lead", "view_leadevent", "add_importjob", "view_importjob"]
+        + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD],
         "scoring": "*",
         "nurturing": "*",
         "django_celery_beat": "*",

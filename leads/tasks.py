@@ -12,8 +12,16 @@ def replay_submissions():
 
 
 @shared_task(bind=True)
-def run_import_job(self, job_id):
+def run_import_job(self, job_id, take_over_stalled=False):
     """An import uploaded in admin: the worker claims the job and imports the file."""
     from . import importer
 
-    importer.import_job_run(job_id=job_id, worker=self.request.hostname or "")
+    importer.import_job_run(job_id=job_id, worker=self.request.hostname or "", take_over_stalled=take_over_stalled)
+
+
+@shared_task
+def sweep_import_jobs():
+    """Beat, every minute: import jobs nobody took, or whose worker died, are found in the database."""
+    from . import importer
+
+    return importer.import_jobs_sweep()

@@ -146,6 +146,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "scoring.tasks.requalify_catch_up",
         "schedule": 600.0,
     },
+    # CSV imports from admin left pending or abandoned by a dead worker.
+    "sweep-import-jobs": {
+        "task": "leads.tasks.sweep_import_jobs",
+        "schedule": 60.0,
+    },
     # Rescoring jobs left pending or abandoned by a dead worker.
     "sweep-rescore-jobs": {
         "task": "scoring.tasks.sweep_rescore_jobs",

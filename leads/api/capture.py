@@ -101,7 +101,7 @@ class FormSubmissionView(APIView):
             malformed = str(exc.detail)
             payload = {"_raw": request.body.decode("utf-8", errors="replace")[:10000]}
         submission, stored_now = services.submission_store(
-            form=form, payload=payload, content_type=request.content_type or "", ip=_client_ip(request),
+            form=form, payload=_storable(payload), content_type=request.content_type or "", ip=_client_ip(request),
             user_agent=request.headers.get("User-Agent", ""), referrer=request.headers.get("Referer", ""),
             origin=origin, idempotency_key=(request.headers.get("Idempotency-Key") or "").strip()[:255] or None,
         )
@@ -143,6 +143,20 @@ def _payload(request):
     if not isinstance(data, dict):
         raise ParseError("The body must be a JSON object.")
     return data
+
+
+def _storable(value):
+    """The payload as a database can keep it: NUL characters (PostgreSQL refuses them in
+    text and JSON) and unpaired surrogates become U+FFFD, keys become strings."""
+    if isinstance(value, str):
+        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+            value = "".join("\ufffd" if ch == "\x00" or "\ud800" <= ch <= "\udfff" else ch for ch in value)
+        return value
+    if isinstance(value, dict):
+        return {_storable(str(key)): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def _content_length(request):

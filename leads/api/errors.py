@@ -8,6 +8,8 @@
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from django.views import defaults
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.settings import api_settings
@@ -76,3 +78,22 @@ def responses(ok, *, bad_request=True, not_found=False, extra=None):
         result[404] = NOT_FOUND
     result.update(extra or {})
     return result
+
+
+API_PREFIX = "/api/"
+
+
+def not_found(request, exception=None):
+    """The project's 404 handler: under /api/ a JSON ``{"detail": ...}`` like every other
+    API error (also for a path no route matches, e.g. a lead id that is not a number);
+    elsewhere Django's page."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """The project's 500 handler: JSON under /api/, Django's page elsewhere."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": "Server error."}, status=500)
+    return defaults.server_error(request)

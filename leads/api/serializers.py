@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from .. import selectors, services
 from ..capture import clean_lead_data
-from ..models import Form, Lead, LeadEvent, Source
+from ..models import Form, Lead, LeadEvent, LeadStatus, Source
 from .capture import SubmissionInputSerializer
 
 ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_-]{1,50}")
@@ -56,6 +56,9 @@ class LeadOutputSerializer(serializers.ModelSerializer):
 class LeadEventOutputSerializer(serializers.ModelSerializer):
     actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     reason = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    # "" on events that are not status changes: the schema's enum must allow it.
+    from_status = serializers.ChoiceField(choices=LeadStatus.choices, allow_blank=True, read_only=True)
+    to_status = serializers.ChoiceField(choices=LeadStatus.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = LeadEvent
@@ -73,6 +76,9 @@ class FormOutputSerializer(serializers.ModelSerializer):
         help_text=_("Origins allowed to post; empty: any site."),
     )
     submission_url = serializers.SerializerMethodField(help_text=_("Where the form posts."))
+    # A URL, or "" for Funil's own thank-you page (a URI format would refuse the "").
+    success_url = serializers.CharField(read_only=True, help_text=_(
+        "Where a plain HTML form post is sent after success; empty: Funil's thank-you page."))
 
     class Meta:
         model = Form

@@ -1,4 +1,3 @@
-import sys
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -104,7 +103,7 @@ class Command(BaseCommand):
                           f"{csv_file.size:,} bytes → form {form.slug!r} (source {form.source})")
         for name, key in zip(csv_file.header, columns, strict=True):
             self.stdout.write(f"  {name!r} → {key}" if key else f"  {name!r} (ignored)")
-        bar = ProgressBar(sys.stderr, csv_file.size)
+        bar = ProgressBar(self.stderr._out, csv_file.size)
         try:
             report = importer.import_csv(
                 path=file, form=form, columns=columns, empty_values=empty, dry_run=dry_run, batch_size=batch_size,

@@ -1,0 +1,311 @@
+"""CSV import: ``manage.py import_leads`` and ``leads.importer``.
+
+Each test writes a real file, imports it into the test database (PostgreSQL takes the
+COPY path, SQLite the ORM path) and checks the leads, the timeline, the report and the
+rejected-rows file.
+"""
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from leads import importer, services
+from leads.management.commands.import_leads import ProgressBar
+from leads.models import Consent, Lead, LeadEvent
+
+from ..factories import FormFactory, LeadFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def form(db):
+    return FormFactory(
+        fields=["email", "name", "phone", "company", "job_title", "state", "city", "interest", "budget", "segmento",
+                "consent"],
+        consent_text="Aceito receber contatos.", consent_version="v3",
+    )
+
+
+def write(tmp_path, text, *, name="leads.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def run(path, *args, form_slug="contato"):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_leads", str(path), "--form", form_slug, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def rejected_rows(path):
+    with importer.rejected_path_for(path).open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.reader(handle, delimiter=importer.CsvFile(path).delimiter))
+
+
+SEMICOLON_PT = (
+    "Nome;E-mail;Celular;Empresa;Estado;Orçamento;Segmento\r\n"
+    "Conceição Araújo;Conceicao@Empresa.com.BR;(11) 98765-4321;Paletes São João;São Paulo;R$ 5.000,00;indústria\r\n"
+    "João Simões;joao@logistica.com.br;;Logística Falcão;rj;5k;\r\n"
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1252"])
+def test_a_semicolon_file_in_utf8_or_cp1252_is_read_with_its_accents(tmp_path, form, encoding):
+    path = write(tmp_path, SEMICOLON_PT, encoding=encoding)
+    out, _err = run(path, "--map", "Celular=phone")
+    assert "created:  2 new leads" in out
+    conceicao = Lead.objects.get(email="conceicao@empresa.com.br")
+    assert (conceicao.first_name, conceicao.last_name, conceicao.company) == ("Conceição", "Araújo", "Paletes São João")
+    assert (conceicao.phone, conceicao.state, conceicao.budget) == ("+5511987654321", "SP", Decimal("5000.00"))
+    assert conceicao.attributes == {"segmento": "indústria"}
+    assert (conceicao.source, conceicao.form) == (form.source, form)
+    joao = Lead.objects.get(email="joao@logistica.com.br")
+    assert (joao.first_name, joao.state, joao.budget, joao.phone) == ("João", "RJ", Decimal("5000.00"), "")
+
+
+def test_a_comma_file_with_quoted_cells_and_english_headers_maps_by_itself(tmp_path, form):
+    path = write(tmp_path, (
+        "Email,First name,Last name,Company,State (UF),Message\n"
+        'ana@x.com.br,Ana,Lima,"Lima, Filhos & Cia",SP,"Quero 200 paletes;\nentrega em Jundiaí"\n'
+    ))
+    form.fields = [*form.fields, "first_name", "last_name", "message"]
+    form.save()
+    csv_file = importer.CsvFile(path)
+    assert (csv_file.encoding, csv_file.delimiter) == ("utf-8-sig", ",")
+    assert importer.auto_columns(csv_file.header, form) == [
+        "email", "first_name", "last_name", "company", "state", "message"]
+    run(path)
+    lead = Lead.objects.get()
+    assert (lead.first_name, lead.last_name, lead.company) == ("Ana", "Lima", "Lima, Filhos & Cia")
+    assert lead.message == "Quero 200 paletes;\nentrega em Jundiaí"
+
+
+def test_map_sends_a_column_to_a_field_or_ignores_it(tmp_path, form):
+    path = write(tmp_path, "Contato;Correio;Empresa\nBia Reis;bia@x.com.br;Reis SA\n")
+    run(path, "--map", "Correio=email", "--map", "Contato=name", "--map", "Empresa=")
+    lead = Lead.objects.get()
+    assert (lead.email, lead.first_name, lead.last_name, lead.company) == ("bia@x.com.br", "Bia", "Reis", "")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--map", "Inexistente=email"], "The file has no column 'Inexistente'"),
+    (["--map", "Empresa=salario"], "'salario' is not a field the form accepts"),
+    (["--map", "Empresa=email", "--map", "E-mail=email"], "'Empresa' and 'E-mail' both go to 'email'"),
+    (["--map", "E-mail="], "Map a column to email or phone"),
+    (["--map", "E-mail"], "write it as COLUMN=FIELD"),
+])
+def test_a_mapping_that_does_not_fit_the_file_is_refused_before_anything_is_written(tmp_path, form, args, message):
+    path = write(tmp_path, "E-mail;Empresa\nx@y.com.br;Y\n")
+    with pytest.raises(CommandError, match=message):
+        run(path, *args)
+    assert not Lead.objects.exists()
+
+
+def test_unknown_form_or_missing_file_is_a_clear_error(tmp_path, form):
+    with pytest.raises(CommandError, match="No form with the slug 'nada'"):
+        run(write(tmp_path, "email\nx@y.com.br\n"), form_slug="nada")
+    with pytest.raises(CommandError, match="Cannot read"):
+        run(tmp_path / "missing.csv")
+    with pytest.raises(CommandError, match="no header line"):
+        run(write(tmp_path, "\n\n", name="empty.csv"))
+
+
+def test_placeholder_values_are_read_as_empty_only_when_asked(tmp_path, form):
+    text = "E-mail;Estado;Empresa;Cargo\nana@x.com.br;Selecione;-;SELECIONE\n"
+    path = write(tmp_path, text)
+    out, _err = run(path)
+    assert "rejected: 1" in out  # "Selecione" is no state
+    assert not Lead.objects.exists()
+    out, _err = run(path, "--empty", "selecione", "--empty", "-")
+    lead = Lead.objects.get()
+    assert (lead.state, lead.company, lead.job_title) == ("", "", "")
+
+
+def test_rejected_rows_are_reported_with_their_line_and_written_beside_the_file(tmp_path, form):
+    path = write(tmp_path, (
+        "Nome;E-mail;Estado;Orçamento\n"
+        "Ana;ana@x.com.br;SP;5000\n"
+        'Bruno;bruno@;SP;"linha\nquebrada"\n'  # lines 3-4: a quoted cell spans two lines
+        "Carla;carla@x.com.br;Atlântida;muito\n"  # line 5
+        ";;;\n"  # line 6: blank, skipped
+        "Davi;;;\n"  # line 7: neither email nor phone
+    ))
+    out, _err = run(path)
+    assert "rows:     5 (1 blank, skipped)" in out
+    assert "created:  1 new leads" in out
+    assert "rejected: 3" in out
+    assert "line 3: email: Enter a valid email address.; budget: Enter an amount" in out
+    assert "line 5: state: Enter a Brazilian state (UF code or name).; budget:" in out
+    assert "line 7: email: Enter an email address or a phone number." in out
+    assert f"rejected rows written to {importer.rejected_path_for(path)}" in out
+    rows = rejected_rows(path)
+    assert rows[0] == ["Nome", "E-mail", "Estado", "Orçamento", "line", "errors"]
+    assert [row[:2] + row[-2:-1] for row in rows[1:]] == [["Bruno", "bruno@", "3"], ["Carla", "carla@x.com.br", "5"],
+                                                         ["Davi", "", "7"]]
+    assert rows[1][3] == "linha\nquebrada"  # the row exactly as it was, to fix and import again
+    assert rows[2][-1].startswith("state: Enter a Brazilian state")
+
+
+def test_a_clean_file_leaves_no_rejected_file_and_a_rerun_removes_a_stale_one(tmp_path, form):
+    path = write(tmp_path, "E-mail\nnao-e-email\n")
+    run(path)
+    assert importer.rejected_path_for(path).exists()
+    path.write_text("E-mail\nbom@x.com.br\n", encoding="utf-8")
+    out, _err = run(path)
+    assert not importer.rejected_path_for(path).exists()
+    assert "rejected rows written" not in out
+
+
+def test_rows_are_deduplicated_against_existing_leads_filling_only_empty_fields(tmp_path, form, rep):
+    existing = LeadFactory(email="ana@x.com.br", first_name="Ana", last_name="Lima", company="Certa", state="")
+    services.lead_update_contact(lead=existing, actor=rep, fields={"job_title": "Diretora"})
+    path = write(tmp_path, "E-mail;Nome;Empresa;Cargo;Estado\nANA@X.com.br;Outra Pessoa;Errada;Estagiária;MG\n")
+    out, _err = run(path)
+    assert "created:  0 new leads" in out
+    assert "updated:  1 rows merged into existing leads" in out
+    lead = Lead.objects.get()
+    assert (lead.first_name, lead.company, lead.job_title, lead.state) == ("Ana", "Certa", "Diretora", "MG")
+    event = lead.events.get(kind=LeadEvent.Kind.RESUBMITTED)
+    assert event.data["filled"] == ["state"]
+    assert (event.data["import"], event.data["line"], event.data["form"]) == ("leads.csv", 2, "contato")
+
+
+def test_rows_are_deduplicated_within_the_file_by_email_and_by_phone_without_email(tmp_path, form):
+    path = write(tmp_path, (
+        "E-mail;Nome;Telefone;Empresa;Cidade\n"
+        "ana@x.com.br;Ana;;Primeira;\n"
+        " Ana@X.com.br ;Ana Outra;;Segunda;Campinas\n"
+        ";João;(11) 98765-4321;;\n"
+        ";;+55 11 98765-4321;Pallets SA;\n"
+    ))
+    out, _err = run(path, "--map", "Telefone=phone")
+    assert "created:  2 new leads" in out
+    assert "updated:  2 rows merged" in out
+    ana = Lead.objects.get(email="ana@x.com.br")
+    assert (ana.company, ana.city) == ("Primeira", "Campinas")
+    joao = Lead.objects.get(email=None)
+    assert (joao.first_name, joao.phone, joao.company) == ("João", "+5511987654321", "Pallets SA")
+    assert [e.kind for e in ana.events.order_by("id")] == [LeadEvent.Kind.CAPTURED, LeadEvent.Kind.RESUBMITTED]
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2", "1000"])
+def test_batches_of_any_size_give_the_same_leads(tmp_path, form, batch_size):
+    path = write(tmp_path, "E-mail;Empresa\n" + "".join(
+        f"p{i % 3}@x.com.br;{'E' + str(i) if i >= 3 else ''}\n" for i in range(7)))
+    out, _err = run(path, "--batch-size", batch_size)
+    assert "created:  3 new leads" in out and "updated:  4 rows merged" in out
+    assert dict(Lead.objects.values_list("email", "company")) == {
+        "p0@x.com.br": "E3", "p1@x.com.br": "E4", "p2@x.com.br": "E5"}
+
+
+def test_a_dry_run_reports_what_would_happen_and_writes_nothing(tmp_path, form):
+    LeadFactory(email="velha@x.com.br")
+    path = write(tmp_path, "E-mail;Nome\nvelha@x.com.br;V\nnova@x.com.br;N\nNOVA@x.com.br;N2\nruim@;R\n")
+    before = (Lead.objects.count(), LeadEvent.objects.count())
+    out, _err = run(path, "--dry-run", "--batch-size", "2")
+    assert "Dry run of leads.csv: nothing was written." in out
+    assert "created:  1 would be new leads" in out
+    assert "updated:  2 rows would be merged into existing leads" in out
+    assert "rejected: 1" in out and "line 5: email:" in out
+    assert (Lead.objects.count(), LeadEvent.objects.count()) == before
+    assert not importer.rejected_path_for(path).exists()
+
+
+def test_consent_in_the_file_is_recorded_with_the_forms_text_and_version(tmp_path, form):
+    path = write(tmp_path, "E-mail;Aceite\nsim@x.com.br;sim\nnao@x.com.br;não\n")
+    run(path, "--map", "Aceite=consent")
+    consent = Consent.objects.get()
+    assert (consent.lead.email, consent.text, consent.version, consent.form) == (
+        "sim@x.com.br", "Aceito receber contatos.", "v3", form)
+    assert consent.note == "import leads.csv, line 2"
+
+
+def test_the_active_rules_qualify_imported_leads_as_they_qualify_captured_ones(tmp_path, form):
+    from scoring.models import Ruleset
+
+    from ..scoring.factories import pallet_ruleset
+
+    pallet_ruleset(state=Ruleset.State.ACTIVE)
+    form.fields = [*form.fields, "company_size"]
+    form.save()
+    path = write(tmp_path, (
+        "E-mail;Cargo;Funcionários;Estado;Interesse;Orçamento\n"
+        "dir@x.com.br;Diretora de Operações;51-200;SP;paletes PBR;R$ 12.000,00\n"
+        "longe@x.com.br;Diretor;100;Bahia;paletes PBR;20000\n"
+    ))
+    run(path, "--map", "Funcionários=company_size")
+    qualified = Lead.objects.get(email="dir@x.com.br")
+    assert (qualified.status, qualified.status_set_by, qualified.score) == ("qualified", "rules", 50)
+    assert qualified.events.get(kind=LeadEvent.Kind.STATUS_CHANGED).to_status == "qualified"
+    far = Lead.objects.get(email="longe@x.com.br")
+    assert (far.status, far.reason.slug) == ("out_of_focus", "outside_service_area")
+
+
+def test_forked_cleaning_workers_give_the_same_result_as_cleaning_in_process(tmp_path, form):
+    text = "E-mail;Nome;Estado\n" + "".join(f"w{i}@x.com.br;Pessoa {i};{'SP' if i % 5 else 'Nárnia'}\n"
+                                            for i in range(60))
+    results = []
+    for workers in (0, 2):
+        Lead.objects.all().delete()
+        path = write(tmp_path, text, name=f"w{workers}.csv")
+        report = importer.import_csv(path=path, form=form, empty_values=(), batch_size=7, workers=workers)
+        results.append((report.rows, report.created, report.rejected, report.rejected_sample,
+                        sorted(Lead.objects.values_list("email", "state"))))
+    assert results[0] == results[1]
+    assert results[0][:3] == (60, 48, 12)
+
+
+def test_progress_goes_to_stderr_and_the_report_to_stdout(tmp_path, form):
+    path = write(tmp_path, "E-mail\n" + "".join(f"p{i}@x.com.br\n" for i in range(30)))
+    out, err = run(path, "--batch-size", "10")
+    assert "'E-mail' → email" in out
+    assert "100% 30 rows" in err and "rows/s · elapsed" in err
+    assert "Imported leads.csv." in out and "time:" in out
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_progress_bar_redraws_one_line_on_a_terminal():
+    terminal = FakeTerminal()
+    bar = ProgressBar(terminal, 1000, interval=0)
+    bar.update(50, 250)
+    bar.update(200, 1000, final=True)
+    screen = terminal.getvalue()
+    assert screen.startswith("\r[########......................]  25% 50/~200 rows")
+    assert "\r[##############################] 100% 200 rows" in screen
+    assert screen.endswith("\n") and screen.count("\n") == 1
+
+
+def test_the_file_is_streamed_not_read_whole(tmp_path, form, monkeypatch):
+    """The reader pulls rows as the batches need them: after the first batch of a large
+    file only a small part of it has been read."""
+    path = write(tmp_path, "E-mail\n" + "".join(f"s{i:06d}@x.com.br\n" for i in range(30000)))
+    seen = []
+    importer.import_csv(path=path, form=form, batch_size=500, workers=0,
+                        on_batch=lambda batch, report, chunk: seen.append(chunk.bytes_done))
+    size = path.stat().st_size
+    assert seen[0] < size / 10
+    assert seen == sorted(seen) and len(seen) == 60
+
+
+def test_the_cleaning_arguments_are_those_of_the_public_endpoint(form):
+    """The import cleans rows with exactly what ``services.clean_for_form`` passes."""
+    import inspect
+
+    cleaner = importer._Cleaner(form, ("-",), workers=0)
+    source = inspect.getsource(services.clean_for_form)
+    for name in cleaner.clean_kwargs:
+        assert f"{name}=" in source
+    payload = {"email": " X@Y.com.br ", "state": "minas gerais", "budget": "-", "segmento": "agro"}
+    clean = services.clean_for_form(form, payload, empty_values=("-",))
+    from leads.capture import clean_lead_data
+
+    assert clean == clean_lead_data(payload, **cleaner.clean_kwargs)
