@@ -531,6 +531,69 @@ def ruleset_impact(*, ruleset, now=None, samples=3):
 # --- Admin: drafts ---------------------------------------------------------------------------------------
 
 
+class RulesetNotEditable(Exception):
+    """Only drafts change; an active or archived ruleset is copied into a new draft."""
+
+
+RULE_FIELDS = ("name", "field", "operator", "value", "window_days", "effect", "points", "reason", "active")
+
+
+@transaction.atomic
+def ruleset_draft_save(*, ruleset=None, fields, rules=None):
+    """Create a draft (``ruleset`` None) or change one: ``fields`` are Ruleset field
+    values, ``rules`` (when given) the complete ordered list of its rules as Rule field
+    values, replacing the old ones. Everything is validated as the admin does it
+    (``full_clean``) before anything is written; a ``ValidationError`` names the rule
+    (``rules[2].operator``). Raises ``RulesetNotEditable`` unless the ruleset is a draft
+    (checked under its row lock, so a concurrent activation wins cleanly)."""
+    from django.core.exceptions import ValidationError
+
+    from .models import Rule
+
+    if ruleset is None:
+        ruleset = Ruleset(state=Ruleset.State.DRAFT)
+    else:
+        ruleset = Ruleset.objects.select_for_update().get(pk=ruleset.pk)
+        if ruleset.state != Ruleset.State.DRAFT:
+            raise RulesetNotEditable(ruleset)
+    renamed = ruleset.pk is None or ("name" in fields and fields["name"] != ruleset.name)
+    for name, value in fields.items():
+        setattr(ruleset, name, value)
+    ruleset.full_clean(exclude=["version", "state"])
+    new_rules = []
+    errors = {}
+    for index, values in enumerate(rules or []):
+        rule = Rule(order=index, **{name: values[name] for name in RULE_FIELDS if name in values})
+        try:
+            rule.full_clean(exclude=["ruleset"])
+        except ValidationError as exc:
+            for field_name, messages in exc.message_dict.items():
+                errors[f"rules[{index}].{field_name}"] = [f'"{rule.name}": {message}' for message in messages]
+        new_rules.append(rule)
+    if errors:
+        raise ValidationError(errors)
+    if renamed:
+        # A draft reads as the next version of its name; activation confirms the number.
+        latest = Ruleset.objects.filter(name=ruleset.name).exclude(pk=ruleset.pk).aggregate(v=Max("version"))["v"]
+        ruleset.version = (latest or 0) + 1
+    ruleset.save()
+    if rules is not None:
+        ruleset.rules.all().delete()
+        for rule in new_rules:
+            rule.ruleset = ruleset
+        Rule.objects.bulk_create(new_rules)
+    return ruleset
+
+
+@transaction.atomic
+def ruleset_draft_delete(*, ruleset):
+    ruleset = Ruleset.objects.select_for_update().get(pk=ruleset.pk)
+    if ruleset.state != Ruleset.State.DRAFT:
+        raise RulesetNotEditable(ruleset)
+    ruleset.delete()
+
+
+
 @transaction.atomic
 def ruleset_duplicate(*, ruleset):
     """A new draft with the same settings and rules as ``ruleset`` (any state), numbered
