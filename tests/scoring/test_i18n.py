@@ -56,3 +56,21 @@ def test_the_ruleset_pages_read_in_portuguese(admin_client):
     job = services.ruleset_activate(ruleset=draft)
     progress = admin_client.get(reverse("admin:scoring_rescorejob_progress", args=[job.pk]), **portuguese)
     assert "Reavaliação nº" in progress.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_wrong_rule_is_explained_in_portuguese(marketer, client):
+    from django.utils import translation
+
+    from scoring.models import Rule
+
+    draft = pallet_ruleset()
+    with translation.override("pt-br"):
+        rule = Rule(ruleset=draft, name="Ruim", field="budget", operator="contains", value="5", effect="points")
+        with pytest.raises(Exception) as caught:
+            rule.full_clean()
+        assert caught.value.message_dict["operator"] == ["O operador 'contains' não serve para o campo 'budget'."]
+    with translation.override("en"):
+        with pytest.raises(Exception) as caught:
+            rule.full_clean()
+        assert caught.value.message_dict["operator"] == ["The operator 'contains' does not fit the field 'budget'."]
