@@ -158,6 +158,7 @@ def main():
 
     env = bench_env(args.database_url, args.redis_url)
     print(f"machine: {machine()}")
+    load_before = os.getloadavg()
     print(f"database: {args.database_url} (recreated)")
     recreate_database(args.database_url)
     manage(env, "migrate", "--noinput", "-v0")
@@ -223,6 +224,7 @@ def main():
     sample = rng.sample(range(1, n + 1), min(args.sample, n))
     loop_s = per_lead_loop(services, ruleset, sample)
 
+    load_after = os.getloadavg()
     rate = lambda count, seconds: count / seconds if seconds else float("inf")  # noqa: E731
     rescore_rate, loop_rate = rate(job.leads_seen, rescore_s), rate(len(sample), loop_s)
     ratio = rescore_rate / loop_rate
@@ -241,6 +243,8 @@ def main():
     print(f"rerun: {again.leads_changed:,} leads changed, {again.status_changes:,} status changes")
     print(f"longest chunk transaction: {longest:.3f} s")
     print(f"ratio set-based / per-lead: {ratio:.0f}x")
+    print(f"load average (1, 5, 15 min) at the start {', '.join(f'{x:.1f}' for x in load_before)}, "
+          f"at the end {', '.join(f'{x:.1f}' for x in load_after)} (the machine is shared)")
     print(f"per-lead loop extrapolated to {n:,} leads: {n / loop_rate:,.0f} s")
     print(f"check: {len(check_ids) - len(wrong)}/{len(check_ids)} sampled leads have the pure engine's verdict")
     for row in wrong[:10]:
