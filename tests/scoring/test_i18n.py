@@ -10,7 +10,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from scoring import services
-from tests.config.test_i18n import _catalog_key, _live, read_po
+from tests.config.test_i18n import _catalog_key, _live, _restore_language, read_po  # noqa: F401 (autouse)
 
 from ..factories import LeadFactory
 from .factories import pallet_ruleset
