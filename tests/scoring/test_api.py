@@ -222,9 +222,16 @@ def test_wrong_ruleset_settings_are_refused_with_the_key_at_fault(api, reasons, 
     assert not Ruleset.objects.exists()
 
 
-def test_malformed_json_is_a_400_not_a_500(api):
+def test_malformed_json_is_a_400_not_a_500(api, reasons):
     response = api.generic("POST", RULES_URL, "{not json", content_type="application/json")
     assert response.status_code == 400 and "errors" in response.json()
+    draft = pallet_ruleset()
+    for method, path, body in (("post", RULES_URL, []), ("patch", url(draft), ["x"]), ("put", url(draft), "x"),
+                               ("post", url(draft, "preview"), [1]),
+                               ("post", RULES_URL, pallet_payload(rules=[["not", "a", "rule"]]))):
+        response = getattr(api, method)(path, body, format="json")
+        assert response.status_code == 400, (method, path, body)
+        assert "errors" in response.json()
 
 
 def test_active_and_archived_rulesets_stay_readable_but_not_editable(api, reasons):
