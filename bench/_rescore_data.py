@@ -181,17 +181,35 @@ def _lead_block(rng, first_id, count, total, now, sources, forms, reasons):
     return leads.getvalue(), events
 
 
+def _other_columns():
+    """Lead columns this generator does not fill that must not be NULL, with their model
+    default ("" for text): the Lead grows fields (sales' rating...) that have no database default."""
+    from leads.models import Lead
+
+    extra = {}
+    for field in Lead._meta.concrete_fields:
+        if field.column in LEAD_COLUMNS or field.null or not (field.has_default() or field.empty_strings_allowed):
+            continue
+        default = field.get_default()
+        extra[field.column] = json.dumps(default) if isinstance(default, (dict, list)) else default
+    return extra
+
+
 def load(connection, count, *, now, seed=4, progress=print):
     """COPY ``count`` leads (ids 1..count) and their timeline into an empty database."""
     sources, forms, reasons = catalogue()
     rng = random.Random(seed)
-    lead_copy = f"COPY leads_lead ({', '.join(LEAD_COLUMNS)}) FROM STDIN"
+    extra = _other_columns()
+    suffix = "".join("\t" + _null(value) for value in extra.values())
+    lead_copy = f"COPY leads_lead ({', '.join((*LEAD_COLUMNS, *extra))}) FROM STDIN"
     event_copy = f"COPY leads_leadevent ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
     timeline = []
     with connection.cursor() as cursor:
         for first_id in range(1, count + 1, BLOCK):
             size = min(BLOCK, count + 1 - first_id)
             leads, events = _lead_block(rng, first_id, size, count, now, sources, forms, reasons)
+            if suffix:
+                leads = leads.replace("\n", suffix + "\n")
             cursor.copy_expert(lead_copy, io.StringIO(leads))
             timeline.extend(events)
             if progress and (first_id - 1) % 200_000 == 0 and first_id > 1:

@@ -2,6 +2,8 @@
 computed in the database) and activated; active and archived rulesets are read-only
 and can be copied into a new draft. Rescoring jobs show their progress."""
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -17,7 +19,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
-from leads.models import LeadStatus, Temperature
+from leads.models import LeadStatus, Reason, Temperature
 
 from . import engine, services
 from .forms import FIELD_DATALIST_ID, OPERATOR_LABELS, RuleForm, field_options
@@ -145,6 +147,7 @@ class RulesetAdmin(admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context.update(
             field_datalist_id=FIELD_DATALIST_ID, field_options=field_options(), operator_help=OPERATOR_LABELS.items(),
+            engagement_fields_json=json.dumps(sorted(engine.ENGAGEMENT_FIELDS)),
             may_activate=obj is not None and obj.state != Ruleset.State.ACTIVE and self.may_activate(request),
             may_duplicate=obj is not None and self.has_add_permission(request),
         )
@@ -156,10 +159,14 @@ class RulesetAdmin(admin.ModelAdmin):
             raise PermissionDenied
         impact = services.ruleset_impact(ruleset=ruleset, samples=5)
         status_table = move_table(impact["status"], STATUS_ORDER, LeadStatus)
-        temperature_table = move_table(impact["temperature"], TEMPERATURE_ORDER, Temperature)
+        temperature_table = move_table(impact["temperature"], TEMPERATURE_ORDER, Temperature, temperature_tone)
+        rules = services.ruleset_to_engine(ruleset)
+        now = timezone.now()
         samples = [
             {"from": LeadStatus(old).label, "to": LeadStatus(new).label, "count": impact["status"][(old, new)],
-             "leads": leads}
+             "tone": status_tone(old, new),
+             "leads": [sample_why(lead, services.lead_evaluate(lead=lead, rules=rules, now=now), ruleset)
+                       for lead in leads]}
             for (old, new), leads in sorted(impact["samples"].items(),
                                             key=lambda item: -impact["status"][item[0]])
         ]
@@ -205,14 +212,43 @@ class RulesetAdmin(admin.ModelAdmin):
         return redirect("admin:scoring_ruleset_change", copy.pk)
 
 
-def move_table(moves, order, choices):
+def status_tone(old, new):
+    """How a status move reads for sales: into qualified a gain, out of it a loss."""
+    if new == LeadStatus.QUALIFIED:
+        return "gain"
+    if old == LeadStatus.QUALIFIED:
+        return "loss"
+    return "shift"
+
+
+def temperature_tone(old, new):
+    rank = {"cold": 0, "warm": 1, "hot": 2}
+    return "gain" if rank.get(new, 0) > rank.get(old, 0) else "loss"
+
+
+TONE_RGB = {"gain": "46, 125, 50", "loss": "186, 33, 33", "shift": "201, 138, 0"}
+
+
+def move_table(moves, order, choices, tone=status_tone):
     """{(from, to): count} as a from → to matrix: rows, column totals, the total and how
-    many move (off the diagonal)."""
+    many move (off the diagonal). A moving cell is shaded by its share of the largest
+    move, green when it is a gain for sales, red a loss, amber a shift between the two."""
     values = [value for value in order if any(value in move for move in moves)] or list(order)
     values += sorted({value for move in moves for value in move} - set(values))
+    largest = max([count for (old, new), count in moves.items() if old != new] or [1])
     rows = []
     for old in values:
-        cells = [{"count": moves.get((old, new), 0), "same": old == new} for new in values]
+        cells = []
+        for new in values:
+            count = moves.get((old, new), 0)
+            cell = {"count": count, "same": old == new, "tone": "", "style": ""}
+            if count and old != new:
+                cell["tone"] = tone(old, new)
+                alpha = 0.15 + 0.7 * count / largest
+                color = "#fff" if alpha > 0.5 else "inherit"
+                cell["style"] = f"background: rgba({TONE_RGB[cell['tone']]}, {alpha:.2f}); color: {color}"
+                cell["title"] = f"{_label(choices, old)} → {_label(choices, new)}: {count}"
+            cells.append(cell)
         rows.append({"label": _label(choices, old), "cells": cells, "total": sum(cell["count"] for cell in cells)})
     columns = [_label(choices, value) for value in values]
     after = [sum(moves.get((old, new), 0) for old in values) for new in values]
@@ -226,6 +262,27 @@ def _label(choices, value):
         return choices(value).label
     except ValueError:
         return value
+
+
+def sample_why(lead, verdict, ruleset):
+    """A sample lead with what the draft would give it and why, in a line."""
+    reasons = dict(Reason.objects.values_list("slug", "label"))
+    knock_out = next((item for item in verdict.explanation if item["effect"] in (Rule.Effect.OUT_OF_FOCUS,
+                                                                                 Rule.Effect.DISQUALIFIED)), None)
+    if knock_out:
+        why = _("%(rule)s (%(field)s: %(seen)s) → %(reason)s") % {
+            "rule": knock_out["name"], "field": knock_out["field"],
+            "seen": knock_out["seen"] if knock_out["seen"] not in (None, "") else "—",
+            "reason": reasons.get(knock_out["reason"], knock_out["reason"])}
+    elif verdict.status == LeadStatus.QUALIFIED:
+        why = _("%(score)s points, at least %(qualify)s") % {"score": verdict.score,
+                                                              "qualify": ruleset.qualify_threshold}
+    else:
+        why = _("%(score)s points, below %(qualify)s") % {"score": verdict.score, "qualify": ruleset.qualify_threshold}
+    points = [f"{item['name']} {item['points']:+d}" for item in verdict.explanation
+              if item["effect"] == Rule.Effect.POINTS and item["points"]]
+    return {"lead": lead, "old_score": lead.score, "new_score": verdict.score, "why": why,
+            "points": ", ".join(points)}
 
 
 def rule_summary(rule):

@@ -358,7 +358,8 @@ class Compiled:
         kinds = engine.ENGAGEMENT_EVENT_KINDS[engine.ENGAGEMENT_FIELDS[rule.field]]
         since = self.now - _days(rule.window_days)
         if self.per_lead is not None:
-            counted = Count("id", filter=Q(kind__in=kinds, created_at__gte=since))
+            # "kind", not "id": the timeline index (lead, created_at, kind) then answers alone (index-only scan).
+            counted = Count("kind", filter=Q(kind__in=kinds, created_at__gte=since))
             return Coalesce(self.per_lead.aggregate(counted, kinds, IntegerField()), Value(0))
         counted = self._events().filter(kind__in=kinds, created_at__gte=since).annotate(n=Count("id")).values("n")
         return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))

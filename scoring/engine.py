@@ -76,10 +76,15 @@ BELOW_THRESHOLD = "below_threshold"
 
 
 class RuleError(ValueError):
-    def __init__(self, field, message):
+    """What is wrong with a rule: the rule ``field`` at fault, an English ``message``, and
+    a ``code`` with its ``params`` so that the admin can say it in the user's language."""
+
+    def __init__(self, field, message, code="", **params):
         super().__init__(message)
         self.field = field
         self.message = message
+        self.code = code
+        self.params = params
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ def field_kind(name):
         return "engagement"
     if name.startswith(ATTRIBUTE_PREFIX) and re.fullmatch(r"[A-Za-z0-9_\-]+", name[len(ATTRIBUTE_PREFIX):]):
         return "attribute"
-    raise RuleError("field", f"Unknown field: {name!r}.")
+    raise RuleError("field", f"Unknown field: {name!r}.", "unknown_field", name=name)
 
 
 def validate_rule(field_name, operator, value):
@@ -136,39 +141,41 @@ def validate_rule(field_name, operator, value):
         "attribute": tuple(dict.fromkeys(TEXT_OPERATORS + NUMBER_OPERATORS)),
     }[kind]
     if operator not in OPERATORS:
-        raise RuleError("operator", f"Unknown operator: {operator!r}.")
+        raise RuleError("operator", f"Unknown operator: {operator!r}.", "unknown_operator", operator=operator)
     if operator not in allowed:
-        raise RuleError("operator", f"The operator {operator!r} does not fit the field {field_name!r}.")
+        raise RuleError("operator", f"The operator {operator!r} does not fit the field {field_name!r}.", "misfit",
+                        operator=operator, field_name=field_name)
     if operator == "email_domain_in" and field_name != "email" and kind != "attribute":
-        raise RuleError("operator", "email_domain_in applies to the email field.")
+        raise RuleError("operator", "email_domain_in applies to the email field.", "email_only")
     if operator in EMPTY_OPERATORS:
         return
     numeric = kind in ("number", "engagement") or operator in ("gt", "gte", "lt", "lte", "between")
     if operator in LIST_OPERATORS:
         if not isinstance(value, list) or not value:
-            raise RuleError("value", "Give a non-empty list of values.")
+            raise RuleError("value", "Give a non-empty list of values.", "list")
         items = value
     elif operator == "between":
         if not isinstance(value, list) or len(value) != 2:
-            raise RuleError("value", "Give two numbers: [from, to].")
+            raise RuleError("value", "Give two numbers: [from, to].", "between")
         items = value
     else:
         if isinstance(value, (list, dict)) or value is None or value == "":
-            raise RuleError("value", "Give one value.")
+            raise RuleError("value", "Give one value.", "one")
         items = [value]
     for item in items:
         if isinstance(item, (list, dict)) or item is None or item == "" or isinstance(item, bool):
-            raise RuleError("value", "Values must be texts or numbers, not empty.")
+            raise RuleError("value", "Values must be texts or numbers, not empty.", "scalar")
         if numeric and as_number(item) is None:
-            raise RuleError("value", f"{item!r} is not a number.")
+            raise RuleError("value", f"{item!r} is not a number.", "number", value=repr(item))
     if operator == "matches":
         if _UNSAFE_REGEX.search(str(value)) or not _portable_regex(str(value)):
             raise RuleError("value", "Use plain patterns: letters, . * + ? | ^ $ [ ] ( ), {m,n} repeats up to "
-                                     "255, and \\. \\{ escapes.")
+                                     "255, and \\. \\{ escapes.", "portable")
         try:
             python_regex(str(value))
         except re.error as exc:
-            raise RuleError("value", f"The regular expression does not compile: {exc}.") from exc
+            raise RuleError("value", f"The regular expression does not compile: {exc}.", "regex",
+                            error=str(exc)) from exc
 
 
 def _regex_tokens(pattern):

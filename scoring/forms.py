@@ -72,6 +72,8 @@ class RuleValueField(forms.JSONField):
         return super().to_python(value)
 
     def prepare_value(self, value):
+        if value is None:
+            return ""  # is_empty / is_not_empty take no value: an empty box, not "null"
         # Plain text shows without quotes when it reads back as the same text.
         if isinstance(value, str) and value == value.strip() and value and value[0] not in '[{"':
             try:

@@ -111,7 +111,7 @@ class Rule(models.Model):
         try:
             engine.validate_rule(self.field, self.operator, self.value)
         except engine.RuleError as exc:
-            raise ValidationError({exc.field: exc.message}) from exc
+            raise ValidationError({exc.field: rule_error_text(exc)}) from exc
         if self.effect != self.Effect.POINTS and self.reason is None:
             raise ValidationError({"reason": _("A knock-out needs the reason it gives.")})
         if self.effect != self.Effect.POINTS and self.reason and not self.reason.applies_to(self.effect):
@@ -123,6 +123,28 @@ class Rule(models.Model):
             effect=self.effect, points=self.points, reason=self.reason.slug if self.reason_id else "",
             window_days=self.window_days,
         )
+
+
+RULE_ERROR_MESSAGES = {
+    "unknown_field": _("Unknown field: '%(name)s'. Pick one from the list, or attributes.<key>."),
+    "unknown_operator": _("Unknown operator: '%(operator)s'."),
+    "misfit": _("The operator '%(operator)s' does not fit the field '%(field_name)s'."),
+    "email_only": _("email_domain_in applies to the email field."),
+    "list": _("Give a non-empty list of values."),
+    "between": _("Give two numbers: [from, to]."),
+    "one": _("Give one value."),
+    "scalar": _("Values must be texts or numbers, not empty."),
+    "number": _("%(value)s is not a number."),
+    "portable": _("Use plain patterns: letters, . * + ? | ^ $ [ ] ( ), {m,n} repeats up to 255, and \\. \\{ "
+                  "escapes."),
+    "regex": _("The regular expression does not compile: %(error)s."),
+}
+
+
+def rule_error_text(exc):
+    """An ``engine.RuleError`` in the active language (the engine itself speaks English)."""
+    template = RULE_ERROR_MESSAGES.get(exc.code)
+    return template % exc.params if template is not None else exc.message
 
 
 class RescoreJob(models.Model):

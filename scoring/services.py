@@ -231,7 +231,11 @@ def requalification_candidates(now):
 RESCORE_WORKERS = 2
 
 
-def rescore_job_run(*, job_id, chunk_size=10000, worker="", workers=None):
+# Leads per chunk transaction: small enough that none lasts over a second or two.
+RESCORE_CHUNK = 5000
+
+
+def rescore_job_run(*, job_id, chunk_size=RESCORE_CHUNK, worker="", workers=None):
     """Run (or resume) a rescoring job, one chunk of lead ids per short transaction.
 
     Safe to call twice: the job is claimed with a conditional UPDATE, and each chunk
@@ -520,34 +524,165 @@ def _rescore_chunk_portable(sql, params, now, event_kind, event_data, requalifyi
 # --- Preview -----------------------------------------------------------------------------------------
 
 
-def ruleset_impact(*, ruleset, now=None, samples=3):
+IMPACT_CHUNK = 50_000
+
+
+def ruleset_impact(*, ruleset, now=None, samples=3, chunk_size=IMPACT_CHUNK, workers=None):
     """What activating ``ruleset`` would do, computed in the database without writing:
     {"status": {(from, to): count}, "temperature": {(from, to): count}, "samples": {...}}.
-    A status a person set stays; only the rules' own statuses move."""
+    A status a person set stays; only the rules' own statuses move.
+
+    On PostgreSQL the leads are counted by ranges of ids (each range's events in one
+    index scan), ``workers`` ranges at a time on their own connections, as rescoring
+    does; elsewhere (or inside a transaction, which other connections cannot see) in
+    one statement."""
     now = now or timezone.now()
     compiled = compile_ruleset(ruleset, now=now)
-    sql, params = compiler.verdict_sql(compiled, Lead.objects.all())
-    effective = ("CASE WHEN status_set_by = 'rules' AND status <> 'converted' THEN new_status ELSE status END")
-    statement = f"""
-        SELECT status, {effective} AS to_status, temperature, new_temperature, count(*), min(id), max(id)
-        FROM ({sql}) x GROUP BY 1, 2, 3, 4
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        rows = cursor.fetchall()
+    workers = RESCORE_WORKERS if workers is None else workers
+    ranges = [None]
+    if connection.vendor == "postgresql":
+        bounds = Lead.objects.aggregate(first=Min("id"), last=Max("id"))
+        if bounds["last"] is not None:
+            first = bounds["first"] - 1
+            ranges = [(start, min(start + chunk_size, bounds["last"]))
+                      for start in range(first, bounds["last"], chunk_size)]
+    rows = []
+    if workers > 1 and len(ranges) > 1 and not connection.in_atomic_block:
+        rows = _in_parallel(ranges, lambda id_range: _impact_rows(compiled, id_range), workers=workers)
+    else:
+        for id_range in ranges:
+            rows.extend(_impact_rows(compiled, id_range))
     status, temperature, sample_ids = {}, {}, {}
     for old_status, new_status, old_temp, new_temp, count, low, high in rows:
         status[(old_status, new_status)] = status.get((old_status, new_status), 0) + count
         temperature[(old_temp, new_temp)] = temperature.get((old_temp, new_temp), 0) + count
         if old_status != new_status:
-            sample_ids.setdefault((old_status, new_status), []).extend([low, high])
+            sample_ids.setdefault((old_status, new_status), set()).update([low, high])
     samples_by_move = {
-        move: list(Lead.objects.filter(pk__in=ids[:samples]).order_by("pk")) for move, ids in sample_ids.items()
+        move: list(Lead.objects.filter(pk__in=sorted(ids)[:samples]).order_by("pk"))
+        for move, ids in sample_ids.items()
     }
     return {"status": status, "temperature": temperature, "samples": samples_by_move}
 
 
+def _impact_rows(compiled, id_range):
+    """(status, new status, temperature, new temperature, count, min id, max id) of the
+    leads in ``id_range`` (first excluded, last included), or of every lead."""
+    leads = Lead.objects.all() if id_range is None else Lead.objects.filter(id__gt=id_range[0],
+                                                                            id__lte=id_range[1])
+    sql, params = compiler.verdict_sql(compiled, leads, id_range=id_range)
+    effective = "CASE WHEN status_set_by = 'rules' AND status <> 'converted' THEN new_status ELSE status END"
+    statement = f"""
+        SELECT status, {effective} AS to_status, temperature, new_temperature, count(*), min(id), max(id)
+        FROM ({sql}) x GROUP BY 1, 2, 3, 4
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Compiling each range's statement to machine code (JIT) costs more than it saves.
+            cursor.execute("SET LOCAL jit = off")
+        cursor.execute(statement, params)
+        return cursor.fetchall()
+
+
+def _in_parallel(items, work, *, workers):
+    """``work(item)`` for every item, ``workers`` threads at a time, each on its own
+    database connection (closed afterwards); the lists they return, concatenated.
+    The first error is raised once every thread has stopped."""
+    pending = iter(items)
+    lock = threading.Lock()
+    results, errors = [], []
+
+    def run():
+        try:
+            while not errors:
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                try:
+                    rows = work(item)
+                except Exception as exc:  # noqa: BLE001 - re-raised by the caller's thread
+                    errors.append(exc)
+                    return
+                with lock:
+                    results.extend(rows)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 # --- Admin: drafts ---------------------------------------------------------------------------------------
+
+
+class RulesetNotEditable(Exception):
+    """Only drafts change; an active or archived ruleset is copied into a new draft."""
+
+
+RULE_FIELDS = ("name", "field", "operator", "value", "window_days", "effect", "points", "reason", "active")
+
+
+@transaction.atomic
+def ruleset_draft_save(*, ruleset=None, fields, rules=None):
+    """Create a draft (``ruleset`` None) or change one: ``fields`` are Ruleset field
+    values, ``rules`` (when given) the complete ordered list of its rules as Rule field
+    values, replacing the old ones. Everything is validated as the admin does it
+    (``full_clean``) before anything is written; a ``ValidationError`` names the rule
+    (``rules[2].operator``). Raises ``RulesetNotEditable`` unless the ruleset is a draft
+    (checked under its row lock, so a concurrent activation wins cleanly)."""
+    from django.core.exceptions import ValidationError
+
+    from .models import Rule
+
+    if ruleset is None:
+        ruleset = Ruleset(state=Ruleset.State.DRAFT)
+    else:
+        ruleset = Ruleset.objects.select_for_update().get(pk=ruleset.pk)
+        if ruleset.state != Ruleset.State.DRAFT:
+            raise RulesetNotEditable(ruleset)
+    renamed = ruleset.pk is None or ("name" in fields and fields["name"] != ruleset.name)
+    for name, value in fields.items():
+        setattr(ruleset, name, value)
+    ruleset.full_clean(exclude=["version", "state"])
+    new_rules = []
+    errors = {}
+    for index, values in enumerate(rules or []):
+        rule = Rule(order=index, **{name: values[name] for name in RULE_FIELDS if name in values})
+        try:
+            rule.full_clean(exclude=["ruleset"])
+        except ValidationError as exc:
+            for field_name, messages in exc.message_dict.items():
+                errors[f"rules[{index}].{field_name}"] = [f'"{rule.name}": {message}' for message in messages]
+        new_rules.append(rule)
+    if errors:
+        raise ValidationError(errors)
+    if renamed:
+        # A draft reads as the next version of its name; activation confirms the number.
+        latest = Ruleset.objects.filter(name=ruleset.name).exclude(pk=ruleset.pk).aggregate(v=Max("version"))["v"]
+        ruleset.version = (latest or 0) + 1
+    ruleset.save()
+    if rules is not None:
+        ruleset.rules.all().delete()
+        for rule in new_rules:
+            rule.ruleset = ruleset
+        Rule.objects.bulk_create(new_rules)
+    return ruleset
+
+
+@transaction.atomic
+def ruleset_draft_delete(*, ruleset):
+    ruleset = Ruleset.objects.select_for_update().get(pk=ruleset.pk)
+    if ruleset.state != Ruleset.State.DRAFT:
+        raise RulesetNotEditable(ruleset)
+    ruleset.delete()
+
 
 
 @transaction.atomic

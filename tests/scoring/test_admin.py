@@ -191,7 +191,18 @@ def test_the_impact_page_shows_the_numbers_ruleset_impact_computes(admin_client)
     assert temperatures["total"] == sum(expected["temperature"].values())
     assert temperatures["moved"] == sum(c for (a, b), c in expected["temperature"].items() if a != b)
     samples = {(str(move["from"]), str(move["to"])): move["leads"] for move in page.context["samples"]}
-    assert [lead.email for lead in samples[("New", "Qualified")]] == ["p0@x.com.br"]
+    [qualified] = samples[("New", "Qualified")]
+    assert qualified["lead"].email == "p0@x.com.br"
+    # Each sample says what the draft gives it and why.
+    assert (qualified["old_score"], qualified["new_score"]) == (0, 50)
+    assert qualified["why"] == "50 points, at least 40" and qualified["points"] == "Decisor +30, Empresa média +20"
+    [far] = samples[("New", "Out of focus")][:1]
+    assert far["why"] == "Fora de SP (state: RJ) → Fora da área de atendimento"
+    assert "Why: 50 points, at least 40 · Decisor +30, Empresa média +20" in page.content.decode()
+    # Moving cells are shaded by their share of the largest move: a gain for sales in green.
+    new_row = table["rows"][[str(r["label"]) for r in table["rows"]].index("New")]
+    qualified_cell = new_row["cells"][[str(c) for c in table["columns"]].index("Qualified")]
+    assert qualified_cell["tone"] == "gain" and "rgba(46, 125, 50" in qualified_cell["style"]
     assert reverse("admin:leads_lead_change", args=[Lead.objects.get(email="p0@x.com.br").pk]).encode() \
         in page.content
     assert b'class="same"' in page.content

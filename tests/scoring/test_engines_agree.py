@@ -354,3 +354,58 @@ def test_email_domain_in_works_on_a_custom_field(catalogue, address, matches):
     assert verdict_on_both(catalogue, "attributes.contato", "email_domain_in", ["GMAIL.com"], lead) == (
         10 if matches else 0
     )
+
+
+# --- Every operator on every kind of field, deterministically --------------------------------------
+# The random test reaches every operator only with luck; this one walks them all, each on
+# leads chosen to sit on its edges: empty values, accents and case, exact boundaries.
+
+EDGE_VALUES = {
+    "text": {"equals": "São Paulo", "not_equals": "sao paulo", "in": ["SP", "são paulo"], "not_in": ["SP"],
+             "contains": "PAUL", "contains_any": ["xyz", "ão"], "not_contains": "sao", "starts_with": "SÃO",
+             "matches": "^s.o p", "email_domain_in": ["gmail.com"]},
+    "number": {"equals": 50, "not_equals": "50", "in": [49, 50.0], "not_in": [50], "gt": 50, "gte": "50",
+               "lt": 50, "lte": 50, "between": [50, 49]},
+}
+EDGE_TEXTS = [None, "", "São Paulo", "SAO PAULO", "sao paulo ", "sp", "Sorocaba", "ana@Gmail.com", "São"]
+EDGE_NUMBERS = [None, 0, 49, 50, 51]
+
+
+def edge_cases():
+    for field_name, kind, values in (("city", "text", EDGE_TEXTS), ("email", "text", EDGE_TEXTS),
+                                     ("attributes.regiao", "text", EDGE_TEXTS),
+                                     ("company_size", "number", EDGE_NUMBERS),
+                                     ("attributes.frota", "number", EDGE_NUMBERS)):
+        for operator in allowed_operators(field_name):
+            value = None if operator in engine.EMPTY_OPERATORS else EDGE_VALUES[
+                "number" if operator in ("gt", "gte", "lt", "lte", "between") else kind].get(operator)
+            if operator not in engine.EMPTY_OPERATORS and value is None:
+                continue
+            yield pytest.param(field_name, operator, value, values, id=f"{field_name}-{operator}")
+
+
+def edge_lead(field_name, seen):
+    if field_name.startswith("attributes."):
+        key = field_name.split(".", 1)[1]
+        return person(attributes={} if seen is None else {key: seen if isinstance(seen, str) else str(seen)})
+    if field_name == "email":
+        return person(email=seen)
+    if seen is None and field_name in engine.TEXT_FIELDS:
+        seen = ""  # text columns store an unknown value as ""
+    return person(**{field_name: seen})
+
+
+@pytest.mark.parametrize(("field_name", "operator", "value", "seen_values"), list(edge_cases()))
+def test_every_operator_agrees_on_its_edges(catalogue, field_name, operator, value, seen_values):
+    engine.validate_rule(field_name, operator, value)
+    scores = [verdict_on_both(catalogue, field_name, operator, value, edge_lead(field_name, seen))
+              for seen in seen_values if not (field_name == "email" and seen == "")]
+    if operator == "is_empty":
+        assert scores[0] == 10  # an unknown value is empty
+    else:
+        assert scores[0] == 0  # on an empty value every other operator is false, negations included
+
+
+def test_every_operator_is_walked_by_the_edge_test():
+    walked = {operator for param in edge_cases() for operator in [param.values[1]]}
+    assert walked == set(engine.OPERATORS)

@@ -234,3 +234,53 @@ def test_the_sweep_does_not_resume_the_job_of_a_ruleset_that_is_no_longer_active
         RescoreJob.Status.FAILED, "Not resumed: its ruleset is no longer the active one."
     )
     assert result == {"enqueued": [current.pk], "reset": []} and nudges == [current.pk]
+
+
+# --- Engagement and out-of-focus leads -------------------------------------------------------------------
+
+
+def opened_emails(lead, count, *, days_ago=1):
+    """The 'email opened' events nurturing writes on the lead's timeline."""
+    at = timezone.now() - timezone.timedelta(days=days_ago)
+    for _ in range(count):
+        event = LeadEvent.objects.create(lead=lead, kind=LeadEvent.Kind.EMAIL_OPENED)
+        LeadEvent.objects.filter(pk=event.pk).update(created_at=at)
+
+
+def test_a_lead_the_rules_disqualified_requalifies_once_it_engages(django_capture_on_commit_callbacks, celery_eager):
+    ruleset = pallet_ruleset(email_open_points=4)
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk)
+    # 30 points (a decision maker) of the 40 needed: disqualified, below the threshold.
+    lead = LeadFactory(email="quiet@x.com.br", state="SP", interest="paletes", job_title="Gerente", company_size=10,
+                       budget=Decimal("9000"))
+    services.rescore_job_run(job_id=services.rescore_job_create(ruleset=ruleset).pk)
+    lead.refresh_from_db()
+    assert (lead.status, lead.reason.slug) == (LeadStatus.DISQUALIFIED, "below_threshold")
+    opened_emails(lead, 2)
+    assert services.requalify_run()["qualified"] == 0  # 30 + 2 opens at ~4 points: still short
+    opened_emails(lead, 1, days_ago=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.requalify_run()
+    lead.refresh_from_db()
+    assert (result["qualified"], lead.status, lead.reason) == (1, LeadStatus.QUALIFIED, None)
+    event = lead.events.get(kind=LeadEvent.Kind.REQUALIFIED)
+    engagement = [item for item in event.data["explanation"] if item["name"] == "engagement"]
+    assert engagement and engagement[0]["points"] >= 10
+
+
+def test_requalification_leaves_out_of_focus_leads_until_a_new_ruleset_is_activated():
+    ruleset = pallet_ruleset()
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk)
+    far = LeadFactory(email="far@x.com.br", **{**FITS, "state": "RJ"})
+    services.rescore_job_run(job_id=services.rescore_job_create(ruleset=ruleset).pk)
+    far.refresh_from_db()
+    assert far.status == LeadStatus.OUT_OF_FOCUS
+    # The same ruleset serves Rio now, but only a new version re-evaluates out-of-focus leads.
+    ruleset.rules.filter(name="Fora de SP").update(value=["SP", "RJ"])
+    result = services.requalify_run()
+    far.refresh_from_db()
+    assert (result["candidates"], far.status) == (0, LeadStatus.OUT_OF_FOCUS)
+    new_version = services.ruleset_duplicate(ruleset=ruleset)
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=new_version).pk)
+    far.refresh_from_db()
+    assert far.status == LeadStatus.QUALIFIED

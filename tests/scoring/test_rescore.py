@@ -157,3 +157,25 @@ def test_a_run_that_lost_its_claim_stops_and_the_run_that_took_over_finishes_alo
     assert done.leads_seen == Lead.objects.count()
     scored = LeadEvent.objects.filter(kind=LeadEvent.Kind.SCORED, data__job=job.pk)
     assert scored.count() == scored.values("lead").distinct().count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_chunks_rescored_and_previewed_in_parallel_give_the_engines_verdicts(require_postgres):
+    # Committed data, so that the other connections (one per worker thread) see it.
+    leads = [LeadFactory(email=f"q{i}.{n}@x.com.br", **person) for n in range(4) for i, person in enumerate(PEOPLE)]
+    ruleset = pallet_ruleset()
+    impact = services.ruleset_impact(ruleset=ruleset, chunk_size=5, workers=2)
+    serial = services.ruleset_impact(ruleset=ruleset, chunk_size=5, workers=1)
+    assert impact["status"] == serial["status"] and impact["temperature"] == serial["temperature"]
+    assert sum(impact["status"].values()) == len(leads)
+    job = services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk, chunk_size=3, workers=2)
+    assert (job.status, job.leads_seen, job.done_through_id) == (RescoreJob.Status.DONE, len(leads), job.last_id)
+    rules = services.ruleset_to_engine(ruleset)
+    moved = {}
+    for lead in Lead.objects.select_related("reason"):
+        verdict = services.lead_evaluate(lead=lead, rules=rules, now=timezone.now())
+        assert (lead.status, lead.reason.slug if lead.reason else "", lead.score, lead.temperature) == (
+            verdict.status, verdict.reason, verdict.score, verdict.temperature), lead.email
+        moved[("new", lead.status)] = moved.get(("new", lead.status), 0) + 1
+    assert moved == impact["status"]  # the preview predicted exactly what the activation did
+    assert job.status_changes == LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED).count() == len(leads)
