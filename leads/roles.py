@@ -11,6 +11,7 @@ SALES_MANAGERS = "Sales managers"
 MARKETING = "Marketing"
 
 _CATALOGUE = ["product", "servicearea", "reason", "source", "form"]
+_ASSIGNMENT = [f"{action}_assignmentrule" for action in ("add", "change", "delete", "view")]
 _CRUD = ["add", "change", "delete", "view"]
 
 # app label -> codenames; "*" is every permission of the app.
@@ -21,11 +22,12 @@ GROUP_PERMISSIONS = {
     },
     SALES_MANAGERS: {
         "leads": ["view_lead", "change_lead", "add_lead", "work_any_lead", "view_leadevent", "add_leadevent"]
-        + [f"view_{model}" for model in _CATALOGUE],
+        + [f"view_{model}" for model in _CATALOGUE] + _ASSIGNMENT,
         "auth": ["view_user"],
     },
     MARKETING: {
-        "leads": ["view_lead", "view_leadevent"] + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD],
+        "leads": ["view_lead", "view_leadevent", *_ASSIGNMENT]
+        + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD],
         "scoring": "*",
         "nurturing": "*",
         "django_celery_beat": "*",

@@ -17,3 +17,11 @@ def run_import_job(self, job_id):
     from . import importer
 
     importer.import_job_run(job_id=job_id, worker=self.request.hostname or "")
+
+
+@shared_task
+def send_assigned_leads_email(user_id, lead_ids):
+    """Tell a rep which leads the assignment rules just gave them."""
+    from . import assignment
+
+    return assignment.assigned_leads_send(user_id=user_id, lead_ids=lead_ids)
