@@ -177,7 +177,7 @@ def lead_stored_explanation(lead):
     from .models import LeadEvent
 
     event = (
-        lead.events.filter(kind__in=[LeadEvent.Kind.SCORED, LeadEvent.Kind.STATUS_CHANGED],
+        lead.events.filter(kind__in=[LeadEvent.Kind.SCORED, LeadEvent.Kind.STATUS_CHANGED, LeadEvent.Kind.REQUALIFIED],
                            data__has_key="explanation")
         .order_by("-created_at", "-id").only("data", "created_at").first()
     )
