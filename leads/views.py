@@ -74,7 +74,7 @@ def inbox(request):
     context = {
         "query": query, "is_default": is_default, "filterset": filterset, "rows": [], "total": None,
         "exact": True, "next_url": None, "previous_url": None, "cursor_error": None,
-        "filter_query": _filter_query(query), "fresh_since": None,
+        "filter_query": _filter_query(query), "fresh_since": None, "poll_seconds": _poll_seconds(),
     }
     if leads is not None:
         paginator = InboxPagination()
@@ -113,8 +113,14 @@ def inbox_fresh(request):
     if leads is not None and since is not None:
         fresh = list(leads.filter(id__gt=since, temperature=Temperature.HOT)[:FRESH_LIMIT])
     return render(request, "leads/_fresh.html", {
-        "fresh": fresh, "since": since, "filter_query": _filter_query(query),
+        "fresh": fresh, "since": since, "filter_query": _filter_query(query), "poll_seconds": _poll_seconds(),
     })
+
+
+def _poll_seconds():
+    from django.conf import settings
+
+    return getattr(settings, "FUNIL_INBOX_POLL_SECONDS", 10)
 
 
 def _filter_query(query):

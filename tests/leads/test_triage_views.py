@@ -240,9 +240,8 @@ def test_the_header_counts_my_open_leads_and_the_unassigned_hot_ones(client, rep
 
 
 def test_the_lead_page_explains_the_score(client, rep):
-    from tests.scoring.factories import pallet_ruleset
-
     from scoring import services as scoring
+    from tests.scoring.factories import pallet_ruleset
 
     ruleset = pallet_ruleset()
     scoring.ruleset_activate(ruleset=ruleset)
