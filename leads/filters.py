@@ -166,15 +166,19 @@ class OwnerFilter(django_filters.CharFilter):
 
 
 class LeadFilterSet(django_filters.FilterSet):
+    # distinct=False: plain columns of the lead, no join to deduplicate; a DISTINCT would
+    # stop PostgreSQL from reading the first page straight off an index.
     status = django_filters.MultipleChoiceFilter(
-        choices=LeadStatus.choices, label=_("Status (repeat for any of several)")
+        choices=LeadStatus.choices, label=_("Status (repeat for any of several)"), distinct=False,
     )
-    temperature = django_filters.MultipleChoiceFilter(choices=Temperature.choices, label=_("Temperature"))
+    temperature = django_filters.MultipleChoiceFilter(
+        choices=Temperature.choices, label=_("Temperature"), distinct=False,
+    )
     owner = OwnerFilter(label=_("Owner: a user id, “me” or “unassigned”"))
     source = django_filters.CharFilter(field_name="source__slug", max_length=50, label=_("Source (slug)"))
     form = django_filters.CharFilter(field_name="form__slug", max_length=50, label=_("Form (slug)"))
     interest = django_filters.CharFilter(lookup_expr="icontains", max_length=255, label=_("Interest contains"))
-    state = StateFilter(choices=sorted((code, code) for code in BRAZIL_STATES), label=_("State (UF)"))
+    state = StateFilter(choices=sorted((code, code) for code in BRAZIL_STATES), label=_("State (UF)"), distinct=False)
     created_after = CreatedFilter(upper=False, label=_("Created on or after"))
     created_before = CreatedFilter(upper=True, label=_("Created on or before"))
     score_min = ScoreFilter(lookup_expr="gte", label=_("Score at least"))

@@ -75,6 +75,7 @@ def inbox(request):
         "query": query, "is_default": is_default, "filterset": filterset, "rows": [], "total": None,
         "exact": True, "next_url": None, "previous_url": None, "cursor_error": None,
         "filter_query": _filter_query(query), "fresh_since": None, "poll_seconds": _poll_seconds(),
+        "selected": {key: set(query.getlist(key)) for key in ("status", "temperature", "state")},
     }
     if leads is not None:
         paginator = InboxPagination()
