@@ -164,3 +164,17 @@ def test_first_touch_is_the_first_action_after_qualification_only(rep):
     services.lead_add_note(lead=lead, author=rep, text="segundo")
     lead.refresh_from_db()
     assert lead.first_touched_at == first
+
+
+def test_the_api_rates_through_the_same_service(rep):
+    from rest_framework.test import APIClient
+
+    lead = services.lead_change_status(lead=LeadFactory(), status=LeadStatus.QUALIFIED)
+    client = APIClient()
+    client.force_authenticate(rep)
+    refused = client.post(f"/api/v1/leads/{lead.pk}/rate/", {"fit": "bad"}, format="json")
+    assert refused.status_code == 400 and "note" in refused.json()["errors"]
+    response = client.post(f"/api/v1/leads/{lead.pk}/rate/", {"fit": "bad", "note": "Só revende"}, format="json")
+    assert response.status_code == 200
+    lead.refresh_from_db()
+    assert (lead.fit, lead.fit_note, lead.fit_rated_by) == ("bad", "Só revende", rep)
