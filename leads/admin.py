@@ -10,7 +10,19 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from . import embed, importer, services
-from .models import Consent, Form, ImportJob, Lead, LeadEvent, Product, Reason, ServiceArea, Source, Submission
+from .models import (
+    AssignmentRule,
+    Consent,
+    Form,
+    ImportJob,
+    Lead,
+    LeadEvent,
+    Product,
+    Reason,
+    ServiceArea,
+    Source,
+    Submission,
+)
 
 
 @admin.register(Source)
@@ -370,3 +382,26 @@ def import_job_state(job):
         "error": job.error,
         "rejected_url": reverse("admin:leads_importjob_rejected", args=[job.pk]) if job.rejected_path else "",
     }
+
+
+@admin.register(AssignmentRule)
+class AssignmentRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "order", "active", "states", "interest_keywords", "max_open_leads", "last_assigned"]
+    list_editable = ["order", "active"]
+    list_filter = ["active"]
+    search_fields = ["name", "states", "interest_keywords"]
+    filter_horizontal = ["reps"]
+    list_select_related = ["last_assigned"]
+    readonly_fields = ["last_assigned"]
+    fieldsets = [
+        (None, {"fields": ["name", "order", "active"]}),
+        (_("Which leads"), {"fields": ["states", "interest_keywords"]}),
+        (_("Who gets them"), {"fields": ["reps", "max_open_leads", "last_assigned"]}),
+    ]
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "reps":
+            from . import selectors
+
+            kwargs["queryset"] = selectors.sales_people().order_by("username")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)

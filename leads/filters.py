@@ -4,7 +4,7 @@ and saved segments, so that a segment means the same thing everywhere.
 Query parameters (all optional, all combined with AND):
 
 - ``status``, ``temperature``, ``state``: repeat to match any, ``?status=new&status=qualified``;
-- ``owner``: a user id, ``me`` or ``unassigned``;
+- ``owner``: a user id, ``me``, ``unassigned`` or ``me_or_unassigned`` (a rep's inbox);
 - ``source``, ``form``, ``reason``: slugs;
 - ``interest``: contains, case-insensitive;
 - ``created_after`` / ``created_before``: a date (the whole day, in the site's time
@@ -20,7 +20,7 @@ import re
 
 import django_filters
 from django import forms
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.translation import gettext_lazy as _
@@ -43,7 +43,7 @@ ORDERING_CHOICES = [
 ]
 DEFAULT_ORDERING = "-score"
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-OWNER_PATTERN = r"^(me|unassigned|[0-9]{1,18})$"
+OWNER_PATTERN = r"^(me|unassigned|me_or_unassigned|[0-9]{1,18})$"
 
 
 def parse_ordering(value):
@@ -155,24 +155,30 @@ class OwnerFilter(django_filters.CharFilter):
             return qs
         if value == "unassigned":
             return qs.filter(owner__isnull=True)
-        if value == "me":
+        if value in ("me", "me_or_unassigned"):
             user = getattr(self.parent.request, "user", None)
             if user is None or not user.is_authenticated:
-                return qs.none()
+                return qs.filter(owner__isnull=True) if value == "me_or_unassigned" else qs.none()
+            if value == "me_or_unassigned":
+                return qs.filter(Q(owner=user) | Q(owner__isnull=True))
             return qs.filter(owner=user)
         return qs.filter(owner_id=int(value))
 
 
 class LeadFilterSet(django_filters.FilterSet):
+    # distinct=False: plain columns of the lead, no join to deduplicate; a DISTINCT would
+    # stop PostgreSQL from reading the first page straight off an index.
     status = django_filters.MultipleChoiceFilter(
-        choices=LeadStatus.choices, label=_("Status (repeat for any of several)")
+        choices=LeadStatus.choices, label=_("Status (repeat for any of several)"), distinct=False,
     )
-    temperature = django_filters.MultipleChoiceFilter(choices=Temperature.choices, label=_("Temperature"))
+    temperature = django_filters.MultipleChoiceFilter(
+        choices=Temperature.choices, label=_("Temperature"), distinct=False,
+    )
     owner = OwnerFilter(label=_("Owner: a user id, “me” or “unassigned”"))
     source = django_filters.CharFilter(field_name="source__slug", max_length=50, label=_("Source (slug)"))
     form = django_filters.CharFilter(field_name="form__slug", max_length=50, label=_("Form (slug)"))
     interest = django_filters.CharFilter(lookup_expr="icontains", max_length=255, label=_("Interest contains"))
-    state = StateFilter(choices=sorted((code, code) for code in BRAZIL_STATES), label=_("State (UF)"))
+    state = StateFilter(choices=sorted((code, code) for code in BRAZIL_STATES), label=_("State (UF)"), distinct=False)
     created_after = CreatedFilter(upper=False, label=_("Created on or after"))
     created_before = CreatedFilter(upper=True, label=_("Created on or before"))
     score_min = ScoreFilter(lookup_expr="gte", label=_("Score at least"))

@@ -517,3 +517,64 @@ class ImportJob(models.Model):
         if not self.bytes_total:
             return 0
         return max(0, min(100, round(100 * self.bytes_done / self.bytes_total)))
+
+
+class AssignmentRule(models.Model):
+    """Who gets a lead when it becomes qualified, edited in admin by the sales manager.
+
+    Rules are tried in order; the first one that matches the lead (its state and
+    interest) and has a rep under the cap gives the lead to the next rep in its
+    rotation (round robin among its active reps; no reps chosen: every active sales
+    rep). A lead no rule can place stays unassigned, for reps to claim.
+    """
+
+    name = models.CharField(_("name"), max_length=120)
+    order = models.PositiveIntegerField(_("order"), default=0, help_text=_("Rules are tried lowest first."))
+    active = models.BooleanField(_("active"), default=True)
+    states = models.CharField(
+        _("states (UF)"), max_length=200, blank=True,
+        help_text=_("Comma-separated UFs this rule covers (a territory), e.g. “SP, RJ”. Empty: any state."),
+    )
+    interest_keywords = models.CharField(
+        _("interest keywords"), max_length=500, blank=True,
+        help_text=_("Comma-separated words; the lead's interest must contain one (accents and case ignored). "
+                    "Empty: any interest."),
+    )
+    reps = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="assignment_rules", verbose_name=_("reps"),
+        help_text=_("The reps in the rotation. Empty: every active sales rep."),
+    )
+    max_open_leads = models.PositiveIntegerField(
+        _("cap of open leads per rep"), null=True, blank=True,
+        help_text=_("A rep with this many qualified leads gets no more from this rule. Empty: no cap."),
+    )
+    last_assigned = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("last assigned to"), editable=False,
+    )
+
+    class Meta:
+        verbose_name = _("assignment rule")
+        verbose_name_plural = _("assignment rules")
+        ordering = ["order", "id"]
+
+    def __str__(self):
+        return self.name
+
+    def state_list(self):
+        return [code.strip().upper() for code in self.states.split(",") if code.strip()]
+
+    def keyword_list(self):
+        from .normalize import fold
+
+        return [fold(word) for word in self.interest_keywords.split(",") if word.strip()]
+
+    def matches(self, lead):
+        """Does this rule cover the lead? (Pure: tested on unsaved objects.)"""
+        from .normalize import fold
+
+        states = self.state_list()
+        if states and (lead.state or "").upper() not in states:
+            return False
+        keywords = self.keyword_list()
+        return not keywords or any(word in fold(lead.interest or "") for word in keywords)

@@ -11,6 +11,7 @@ SALES_MANAGERS = "Sales managers"
 MARKETING = "Marketing"
 
 _CATALOGUE = ["product", "servicearea", "reason", "source", "form"]
+_ASSIGNMENT = [f"{action}_assignmentrule" for action in ("add", "change", "delete", "view")]
 _CRUD = ["add", "change", "delete", "view"]
 
 # app label -> codenames; "*" is every permission of the app.
@@ -22,11 +23,11 @@ GROUP_PERMISSIONS = {
     SALES_MANAGERS: {
         "leads": ["view_lead", "change_lead", "add_lead", "work_any_lead", "view_leadevent", "add_leadevent",
                   "add_importjob", "view_importjob"]
-        + [f"view_{model}" for model in _CATALOGUE],
+        + [f"view_{model}" for model in _CATALOGUE] + _ASSIGNMENT,
         "auth": ["view_user"],
     },
     MARKETING: {
-        "leads": ["view_lead", "view_leadevent", "add_importjob", "view_importjob"]
+        "leads": ["view_lead", "view_leadevent", "add_importjob", "view_importjob", *_ASSIGNMENT]
         + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD],
         "scoring": "*",
         "nurturing": "*",

@@ -49,9 +49,10 @@ def lead_search(leads, text):
     if not text:
         return leads
     unaccent = unaccent_available()
+    indexed = unaccent and search_index_available()
     condition = Q()
     for term in text.split(" ")[:MAX_SEARCH_TERMS]:
-        condition &= _term_condition(term, unaccent)
+        condition &= _indexed_term_condition(term) if indexed else _term_condition(term, unaccent)
     whole_number = _phone_digits(text)
     if whole_number and " " in text:
         condition |= Q(phone__contains=whole_number)
@@ -72,6 +73,44 @@ def _term_condition(term, unaccent):
     if digits:
         condition |= Q(phone__contains=digits)
     return condition
+
+
+# The expression of the trigram index of migration 0008, written the same way so the
+# planner recognises it.
+SEARCH_DOCUMENT = (
+    "upper(funil_unaccent({t}.first_name || ' ' || {t}.last_name || ' ' || {t}.company || ' ' "
+    "|| coalesce({t}.email, '')))"
+)
+
+
+def _indexed_term_condition(term):
+    from django.db.models import TextField
+    from django.db.models.expressions import RawSQL
+    from django.db.models.lookups import Contains
+
+    document = RawSQL(SEARCH_DOCUMENT.format(t=connection.ops.quote_name(Lead._meta.db_table)), [],
+                      output_field=TextField())
+    condition = Q(Contains(document, fold(term).upper()))
+    digits = _phone_digits(term)
+    if digits:
+        condition |= Q(phone__contains=digits)
+    return condition
+
+
+_INDEX_FOUND = set()
+
+
+def search_index_available():
+    """Is the indexed search of migration 0008 (``funil_unaccent``) in this database?"""
+    name = connection.settings_dict["NAME"]
+    if name in _INDEX_FOUND:
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'funil_unaccent')")
+        found = cursor.fetchone()[0]
+    if found:
+        _INDEX_FOUND.add(name)
+    return found
 
 
 def _phone_digits(text):
@@ -129,3 +168,71 @@ def sales_people():
 
 def form_list():
     return Form.objects.select_related("source").order_by("name", "id")
+
+
+def lead_stored_explanation(lead):
+    """The newest verdict the rules stored for this lead: ``{"score", "temperature",
+    "explanation", "at"}`` from its latest scoring event, or None. At capture the verdict
+    rides on the first status event; later ones on 'scored' events."""
+    from .models import LeadEvent
+
+    event = (
+        lead.events.filter(kind__in=[LeadEvent.Kind.SCORED, LeadEvent.Kind.STATUS_CHANGED, LeadEvent.Kind.REQUALIFIED],
+                           data__has_key="explanation")
+        .order_by("-created_at", "-id").only("data", "created_at").first()
+    )
+    if event is None:
+        return None
+    return {**event.data, "at": event.created_at}
+
+
+def lead_explanation(lead):
+    """Why the lead has its score: the stored verdict when it still gives the lead's
+    score, else the active rules' verdict now (the pure engine), marked ``live``."""
+    stored = lead_stored_explanation(lead)
+    if stored is not None and stored.get("score") == lead.score:
+        return {**stored, "live": False}
+    from scoring.services import lead_evaluate
+
+    verdict = lead_evaluate(lead=lead)
+    if verdict is None:
+        return stored and {**stored, "live": False}
+    return {"score": verdict.score, "temperature": verdict.temperature, "explanation": verdict.explanation,
+            "live": True, "at": None}
+
+
+HEADER_COUNT_CAP = 999
+
+
+def header_counts(user):
+    """The two numbers in every page's header: my open leads, unassigned hot leads.
+    Each is counted up to ``HEADER_COUNT_CAP`` (shown as "999+"), so the header costs
+    the same at any size."""
+    from .models import Temperature
+
+    qualified = Lead.objects.filter(status=LeadStatus.QUALIFIED).order_by().values("id")
+    mine = qualified.filter(owner_id=user.pk)[: HEADER_COUNT_CAP + 1].count()
+    hot = qualified.filter(owner__isnull=True, temperature=Temperature.HOT)[: HEADER_COUNT_CAP + 1].count()
+    return {"mine": mine, "unassigned_hot": hot, "cap": HEADER_COUNT_CAP}
+
+
+EXACT_COUNT_LIMIT = 10_000
+
+
+def lead_count(leads):
+    """``(count, exact)``: exact up to 10,000; above, PostgreSQL's planner estimate of
+    the filtered query (never less than 10,001), elsewhere 10,001 and ``exact=False``."""
+    capped = leads.order_by().values("id")[: EXACT_COUNT_LIMIT + 1].count()
+    if capped <= EXACT_COUNT_LIMIT:
+        return capped, True
+    estimate = None
+    if connection.vendor == "postgresql":
+        import json
+
+        sql, params = leads.order_by().values("id").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            plan = cursor.fetchone()[0]
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+    return max(estimate or 0, EXACT_COUNT_LIMIT + 1), False

@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 
 from . import roles
 from .capture import clean_lead_data
-from .models import Consent, Form, Lead, LeadEvent, LeadStatus, Reason, StatusSetBy, Submission
+from .models import Consent, Fit, Form, Lead, LeadEvent, LeadStatus, Reason, StatusSetBy, Submission
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,23 @@ def _locked(lead):
 
 def _event(lead, kind, *, actor=None, **values):
     return LeadEvent.objects.create(lead=lead, kind=kind, actor=actor, **values)
+
+
+def _touch(lead, actor, now):
+    """A person's first action on a lead after it was qualified: the time to first touch.
+    Returns the field to save, if any."""
+    if actor is not None and lead.qualified_at is not None and lead.first_touched_at is None:
+        lead.first_touched_at = now
+        return ["first_touched_at"]
+    return []
+
+
+def _auto_assign(lead):
+    from .assignment import leads_auto_assign
+
+    assigned = leads_auto_assign(lead_ids=[lead.pk])
+    if lead.pk in assigned:
+        lead.owner = assigned[lead.pk]
 
 
 @transaction.atomic
@@ -120,6 +137,7 @@ def lead_change_status(*, lead, status, actor=None, reason=None, note="", requal
     if status == LeadStatus.CONVERTED and deal_value is not None:
         lead.deal_value = deal_value
     lead.last_activity_at = now
+    _touch(lead, actor, now)
     lead.save()
     _event(
         lead, LeadEvent.Kind.STATUS_CHANGED, actor=actor, from_status=old_status, to_status=status,
@@ -130,6 +148,8 @@ def lead_change_status(*, lead, status, actor=None, reason=None, note="", requal
             **({"deal_value": str(deal_value)} if deal_value is not None else {}),
         },
     )
+    if status == LeadStatus.QUALIFIED and old_status != status and lead.owner_id is None:
+        _auto_assign(lead)
     return lead
 
 
@@ -144,7 +164,8 @@ def lead_assign(*, lead, owner, actor=None):
         return lead
     previous = lead.owner
     lead.owner = owner
-    lead.save(update_fields=["owner", "updated_at"])
+    touched = _touch(lead, actor, timezone.now())
+    lead.save(update_fields=["owner", "updated_at", *touched])
     _event(
         lead, LeadEvent.Kind.ASSIGNED, actor=actor,
         data={
@@ -163,8 +184,36 @@ def lead_add_note(*, lead, author, text):
     lead = _locked(lead)
     _check_actor(author, lead)
     lead.last_activity_at = timezone.now()
-    lead.save(update_fields=["last_activity_at", "updated_at"])
+    touched = _touch(lead, author, lead.last_activity_at)
+    lead.save(update_fields=["last_activity_at", "updated_at", *touched])
     return _event(lead, LeadEvent.Kind.NOTE, actor=author, note=text)
+
+
+@transaction.atomic
+def lead_rate(*, lead, actor, fit, note=""):
+    """A rep's verdict on the lead's quality: good fit, or bad fit with a reason.
+
+    The event keeps the rules that let the lead through (those of its latest
+    explanation), so marketing reads the feedback next to them."""
+    from . import selectors
+
+    note = (note or "").strip()
+    if fit not in Fit.values:
+        raise ValidationError({"fit": _("Choose good fit or bad fit.")})
+    if fit == Fit.BAD and not note:
+        raise ValidationError({"note": _("Say why the lead is a bad fit.")})
+    lead = _locked(lead)
+    _check_actor(actor, lead)
+    now = timezone.now()
+    previous = lead.fit
+    lead.fit, lead.fit_note, lead.fit_rated_by, lead.fit_rated_at = fit, note, actor, now
+    touched = _touch(lead, actor, now)
+    lead.save(update_fields=["fit", "fit_note", "fit_rated_by", "fit_rated_at", "updated_at", *touched])
+    explanation = selectors.lead_stored_explanation(lead)
+    rules = [item["rule"] for item in (explanation or {}).get("explanation", []) if item.get("rule")]
+    _event(lead, LeadEvent.Kind.RATED, actor=actor, note=note,
+           data={"fit": fit, "from": previous, "rules": rules})
+    return lead
 
 
 def _jsonable(value):
@@ -262,6 +311,8 @@ def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, 
                       "temperature": verdict.temperature, "explanation": verdict.explanation},
             ))
         LeadEvent.objects.bulk_create(events)
+        if lead.status == LeadStatus.QUALIFIED and lead.owner_id is None:
+            _auto_assign(lead)
     else:
         filled = [name for name, value in fields.items() if name in MERGEABLE_FIELDS and _is_empty(getattr(lead, name))
                   and not _is_empty(value)]

@@ -25,3 +25,11 @@ def sweep_import_jobs():
     from . import importer
 
     return importer.import_jobs_sweep()
+
+
+@shared_task
+def send_assigned_leads_email(user_id, lead_ids):
+    """Tell a rep which leads the assignment rules just gave them."""
+    from . import assignment
+
+    return assignment.assigned_leads_send(user_id=user_id, lead_ids=lead_ids)

@@ -1,18 +1,333 @@
+"""The triage UI. Views parse and authorise, then call one service; reads go through
+selectors and the lead list's one FilterSet, so the inbox, the API and saved segments
+mean the same thing by the same filters."""
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Max
+from django.http import HttpResponseRedirect, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+from rest_framework.exceptions import ValidationError as DRFValidationError
+from rest_framework.request import Request
 
-from . import selectors
+from . import forms, roles, selectors, services
+from .api.pagination import LeadCursorPagination
+from .filters import ORDERING_CHOICES, LeadFilterSet
+from .models import Form, LeadStatus, Source, Temperature
+from .normalize import BRAZIL_STATES
+
+FILTER_KEYS = ("status", "temperature", "owner", "source", "form", "interest", "state", "created_after",
+               "created_before", "score_min", "score_max", "reason", "q", "ordering")
+PAGE_SIZES = (25, 50, 100, 200)
+FRESH_LIMIT = 20
+
+
+class InboxPagination(LeadCursorPagination):
+    page_size = 50
+    max_page_size = max(PAGE_SIZES)
+
+
+def default_filters(user):
+    """A rep's default view: qualified leads that are theirs or unassigned, hottest first.
+    Managers and marketers: every qualified lead."""
+    query = QueryDict(mutable=True)
+    query["status"] = LeadStatus.QUALIFIED
+    if not roles.is_manager(user) and roles.is_sales(user):
+        query["owner"] = "me_or_unassigned"
+    return query
+
+
+def inbox_filters(request):
+    """The filters of this request: those in the URL, or the default view when the URL
+    names none (so that clearing every filter shows every lead, not the default)."""
+    if any(key in request.GET for key in FILTER_KEYS):
+        query = QueryDict(mutable=True)
+        for key, values in request.GET.lists():
+            kept = [value for value in values if value.strip() != ""]
+            if kept:
+                query.setlist(key, kept)
+        return query, False
+    query = default_filters(request.user)
+    for key, values in request.GET.lists():
+        query.setlist(key, values)
+    return query, True
+
+
+def _inbox_rows(request, query):
+    filterset = LeadFilterSet(query, queryset=selectors.lead_list_for(request.user), request=request)
+    if not filterset.is_valid():
+        return filterset, None, None
+    return filterset, filterset.qs, None
 
 
 @login_required
+@require_GET
 def inbox(request):
-    """A rep's inbox: qualified leads that are theirs or unassigned, hottest first."""
-    page = Paginator(selectors.inbox_for(request.user), 50).get_page(request.GET.get("page"))
-    return render(request, "leads/inbox.html", {"page": page})
+    """The inbox: the filtered list, keyset-paginated, with its total."""
+    query, is_default = inbox_filters(request)
+    filterset, leads, _unused = _inbox_rows(request, query)
+    context = {
+        "query": query, "is_default": is_default, "filterset": filterset, "rows": [], "total": None,
+        "exact": True, "next_url": None, "previous_url": None, "cursor_error": None,
+        "filter_query": _filter_query(query), "fresh_since": None, "poll_seconds": _poll_seconds(),
+        "selected": {key: set(query.getlist(key)) for key in ("status", "temperature", "state")},
+    }
+    if leads is not None:
+        paginator = InboxPagination()
+        # Rebuilt on the filters actually applied, so the default view's links carry them.
+        api_request = Request(request)
+        api_request._request.GET = query
+        try:
+            rows = paginator.paginate_queryset(leads, api_request)
+        except DRFValidationError:
+            context["cursor_error"] = _("This page link is no longer valid; here is the first page.")
+            query.pop("cursor", None)
+            api_request._request.GET = query
+            rows = paginator.paginate_queryset(leads, api_request)
+        total, exact = selectors.lead_count(leads)
+        context.update(
+            rows=rows, total=total, exact=exact, page_size=paginator.page_size,
+            next_url=_relative(paginator.get_next_link()), previous_url=_relative(paginator.get_previous_link()),
+        )
+        if "cursor" not in query:
+            context["fresh_since"] = selectors.lead_list_for(request.user).aggregate(top=Max("id"))["top"] or 0
+    context.update(_choices(request.user))
+    return render(request, "leads/inbox.html", context)
 
 
 @login_required
+@require_GET
+def inbox_fresh(request):
+    """Hot leads that arrived in this view since the page was loaded (polled by htmx)."""
+    query, _is_default = inbox_filters(request)
+    try:
+        since = int(request.GET.get("since", ""))
+    except ValueError:
+        since = None
+    fresh = []
+    filterset, leads, _unused = _inbox_rows(request, query)
+    if leads is not None and since is not None:
+        fresh = list(leads.filter(id__gt=since, temperature=Temperature.HOT)[:FRESH_LIMIT])
+    return render(request, "leads/_fresh.html", {
+        "fresh": fresh, "since": since, "filter_query": _filter_query(query), "poll_seconds": _poll_seconds(),
+    })
+
+
+def _poll_seconds():
+    from django.conf import settings
+
+    return getattr(settings, "FUNIL_INBOX_POLL_SECONDS", 10)
+
+
+def _filter_query(query):
+    """The filters alone as a query string (no cursor), for links and polling."""
+    clean = QueryDict(mutable=True)
+    for key in FILTER_KEYS:
+        values = [value for value in query.getlist(key) if value != ""]
+        if values:
+            clean.setlist(key, values)
+    if "page_size" in query:
+        clean["page_size"] = query["page_size"]
+    return clean.urlencode()
+
+
+def _relative(url):
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def _choices(user):
+    from nurturing.selectors import segments_for
+
+    return {
+        "statuses": LeadStatus.choices, "temperatures": Temperature.choices,
+        "states": sorted(BRAZIL_STATES.items()), "ordering_choices": ORDERING_CHOICES,
+        "sources": Source.objects.order_by("name").values_list("slug", "name"),
+        "lead_forms": Form.objects.order_by("name").values_list("slug", "name"),
+        "people": selectors.sales_people().order_by("first_name", "username"),
+        "page_sizes": PAGE_SIZES,
+        "reasons": selectors_reasons(),
+        "segments": segments_for(user),
+        "can_act": roles.is_sales(user),
+        "is_manager": roles.is_manager(user),
+    }
+
+
+def selectors_reasons():
+    from .models import Reason
+
+    return Reason.objects.filter(active=True).order_by("label")
+
+
+def _safe_next(request, fallback):
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return fallback
+
+
+# --- The lead page ---------------------------------------------------------------------
+
+ACTION_FORMS = {
+    "qualify": forms.QualifyForm,
+    "disqualify": forms.DisqualifyForm,
+    "out_of_focus": forms.OutOfFocusForm,
+    "convert": forms.ConvertForm,
+    "note": forms.NoteForm,
+    "rate": forms.RateForm,
+    "assign": forms.AssignForm,
+}
+
+
+def _detail_context(request, lead, bound=None):
+    can_work = roles.can_work_lead(request.user, lead)
+    action_forms = {name: form_class(prefix=name) for name, form_class in ACTION_FORMS.items()}
+    if bound is not None:
+        action_forms[bound.prefix] = bound
+    if lead.fit:
+        action_forms["rate"].initial = {"fit": lead.fit, "note": lead.fit_note}
+    explanation = selectors.lead_explanation(lead)
+    return {
+        "lead": lead, "events": selectors.lead_timeline(lead)[:200], "explanation": explanation,
+        "can_work": can_work, "is_manager": roles.is_manager(request.user), "forms": action_forms,
+        "open_form": bound.prefix if bound is not None else "",
+        "next": _safe_next(request, ""),
+    }
+
+
+@login_required
+@require_GET
 def lead_detail(request, pk):
     lead = get_object_or_404(selectors.lead_list_for(request.user), pk=pk)
-    return render(request, "leads/detail.html", {"lead": lead, "events": selectors.lead_timeline(lead)})
+    return render(request, "leads/detail.html", _detail_context(request, lead))
+
+
+@login_required
+@require_POST
+def lead_action(request, pk, action):
+    """One action on one lead: the form checks the input, one service does the write."""
+    lead = get_object_or_404(selectors.lead_list_for(request.user), pk=pk)
+    user = request.user
+    done = {
+        "claim": _("You claimed this lead."), "unclaim": _("You gave this lead back."),
+        "qualify": _("Lead qualified."), "disqualify": _("Lead disqualified."),
+        "out_of_focus": _("Lead marked out of focus."), "convert": _("Lead converted."),
+        "note": _("Note added."), "rate": _("Thank you: your rating was recorded."),
+        "assign": _("Lead assigned."),
+    }
+    if action not in done:
+        return render(request, "leads/problem.html", {"message": _("Unknown action.")}, status=404)
+    form = None
+    if action in ACTION_FORMS:
+        form = ACTION_FORMS[action](request.POST, prefix=action)
+        if not form.is_valid():
+            return render(request, "leads/detail.html", _detail_context(request, lead, bound=form), status=400)
+    try:
+        _run_action(action, lead, user, form)
+    except PermissionDenied as exc:
+        return render(request, "leads/problem.html", {"message": str(exc) or _("You may not do this."),
+                                                      "lead": lead}, status=403)
+    except ValidationError as exc:
+        form = form or forms.QualifyForm(prefix=action)
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return render(request, "leads/detail.html", _detail_context(request, lead, bound=form), status=400)
+    messages.success(request, done[action])
+    return HttpResponseRedirect(_safe_next(request, lead.get_absolute_url()))
+
+
+def _run_action(action, lead, user, form):
+    data = form.cleaned_data if form is not None else {}
+    if action == "claim":
+        services.lead_assign(lead=lead, owner=user, actor=user)
+    elif action == "unclaim":
+        services.lead_assign(lead=lead, owner=None, actor=user)
+    elif action == "assign":
+        services.lead_assign(lead=lead, owner=data["owner"], actor=user)
+    elif action == "qualify":
+        services.lead_change_status(lead=lead, status=LeadStatus.QUALIFIED, actor=user, note=data["note"])
+    elif action == "disqualify":
+        services.lead_change_status(lead=lead, status=LeadStatus.DISQUALIFIED, actor=user, **form.service_arguments())
+    elif action == "out_of_focus":
+        services.lead_change_status(lead=lead, status=LeadStatus.OUT_OF_FOCUS, actor=user, reason=data["reason"],
+                                    note=data["note"])
+    elif action == "convert":
+        services.lead_change_status(lead=lead, status=LeadStatus.CONVERTED, actor=user,
+                                    deal_value=data["deal_value"], note=data["note"])
+    elif action == "note":
+        services.lead_add_note(lead=lead, author=user, text=data["text"])
+    elif action == "rate":
+        services.lead_rate(lead=lead, actor=user, fit=data["fit"], note=data["note"])
+
+
+# --- Bulk actions and saved views --------------------------------------------------------
+
+
+@login_required
+@require_POST
+def inbox_bulk(request):
+    """One action on the selected rows. Each lead goes through the same service as on its
+    own page; those the person may not act on are reported, the others done."""
+    back = _safe_next(request, reverse("leads:inbox"))
+    form = forms.BulkForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return HttpResponseRedirect(back)
+    data = form.cleaned_data
+    leads = selectors.lead_list_for(request.user).filter(pk__in=data["leads"])
+    done, refused = 0, []
+    for lead in leads:
+        try:
+            if data["action"] == "claim":
+                services.lead_assign(lead=lead, owner=request.user, actor=request.user)
+            elif data["action"] == "assign":
+                services.lead_assign(lead=lead, owner=data["owner"], actor=request.user)
+            else:
+                status = LeadStatus.DISQUALIFIED if data["action"] == "disqualify" else LeadStatus.OUT_OF_FOCUS
+                services.lead_change_status(lead=lead, status=status, actor=request.user,
+                                            reason=data["reason"], note=data["note"])
+            done += 1
+        except (PermissionDenied, ValidationError) as exc:
+            text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            refused.append(f"{lead}: {text}")
+    if done:
+        messages.success(request, _("%(count)d leads updated.") % {"count": done})
+    for line in refused[:10]:
+        messages.error(request, line)
+    return HttpResponseRedirect(back)
+
+
+@login_required
+@require_POST
+def inbox_save_view(request):
+    """Save the current filters under a name: a segment, which nurturing and reports reuse."""
+    from nurturing.selectors import InvalidSegment
+    from nurturing.services import segment_save
+
+    form = forms.SaveViewForm(request.POST)
+    query = QueryDict(request.POST.get("query", ""))
+    filters = {key: (values if len(values) > 1 else values[0]) for key, values in query.lists()
+               if key in FILTER_KEYS}
+    if form.is_valid():
+        try:
+            segment = segment_save(name=form.cleaned_data["name"], filters=filters, actor=request.user)
+        except InvalidSegment as exc:
+            messages.error(request, _("This view cannot be saved: %(errors)s") % {"errors": exc.errors})
+        else:
+            messages.success(request, _("View saved as “%(name)s”.") % {"name": segment.name})
+            return redirect(f"{reverse('leads:inbox')}?{segment.query_string()}")
+    else:
+        messages.error(request, _("Give the view a name."))
+    return redirect(f"{reverse('leads:inbox')}?{query.urlencode()}")

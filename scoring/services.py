@@ -130,6 +130,10 @@ def lead_qualify(*, lead, now=None):
             lead=lead, kind=LeadEvent.Kind.STATUS_CHANGED, from_status=old_status, to_status=verdict.status,
             reason_id=reason, data={"set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version},
         )
+        if verdict.status == LeadStatus.QUALIFIED and lead.owner_id is None:
+            from leads.assignment import leads_auto_assign
+
+            leads_auto_assign(lead_ids=[lead.pk], now=now)
     return verdict
 
 
@@ -327,6 +331,9 @@ def _rescore_chunk_commit(job, compiled, base, start, end, *, now, requalifying,
         counts = _rescore_chunk(compiled, chunk, now=now, job=job, requalifying=requalifying, bounds=(start, end))
         if after is not None and not after.wait_committed():
             raise ChunkAbandoned(f"Chunk ({start}, {end}] rolled back: the chunk before it failed.")
+        # After the previous chunk committed: assignment locks the rules' rotation, and
+        # the chunks must take that lock in order.
+        _assign_newly_qualified(start, end, now)
         progressed = RescoreJob.objects.filter(
             pk=job.pk, worker=job.worker, status=RescoreJob.Status.RUNNING, done_through_id=start
         ).update(
@@ -376,6 +383,18 @@ def _rescore_chunks_in_parallel(job, compiled, base, chunks, *, now, requalifyin
         thread.join()
     if errors:
         raise errors[0]
+
+
+def _assign_newly_qualified(start, end, now):
+    """Leads this chunk moved to qualified go to reps by the assignment rules."""
+    from leads.assignment import leads_auto_assign
+    from leads.models import AssignmentRule
+
+    if not AssignmentRule.objects.filter(active=True).exists():
+        return
+    ids = Lead.objects.filter(id__gt=start, id__lte=end, status=LeadStatus.QUALIFIED, owner__isnull=True,
+                              qualified_at=now).values_list("id", flat=True)
+    leads_auto_assign(lead_ids=list(ids), now=now)
 
 
 def _merge_transitions(job_id, transitions):

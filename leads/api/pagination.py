@@ -122,8 +122,10 @@ class KeysetCursorPagination(CursorPagination):
             return after if descending else after | Q(**{f"{field}__isnull": False})
         after = Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"id__{op}": pk})
         if nullable and descending:
-            after |= Q(**{f"{field}__isnull": True})
-        return after
+            return after | Q(**{f"{field}__isnull": True})
+        # The same condition with a plain bound first, which an index on the field can
+        # start from: a deep page then costs what the first page costs.
+        return Q(**{f"{field}__{op}e": value}) & after
 
 
 class LeadCursorPagination(KeysetCursorPagination):

@@ -274,6 +274,12 @@ class NoteSerializer(serializers.Serializer):
     text = serializers.CharField(max_length=10000)
 
 
+class RateSerializer(serializers.Serializer):
+    fit = serializers.ChoiceField(choices=["good", "bad"], help_text=_("good or bad"))
+    note = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="",
+                                 help_text=_("Why (required for a bad fit)."))
+
+
 # --- Forms --------------------------------------------------------------------------
 
 

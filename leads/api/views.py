@@ -38,6 +38,7 @@ from .serializers import (
     NoteSerializer,
     OutOfFocusSerializer,
     QualifySerializer,
+    RateSerializer,
 )
 
 # Token first: its WWW-Authenticate header makes DRF answer 401, not 403, to anonymous requests.
@@ -172,6 +173,17 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, APIViewSet):
         lead = self.get_object()
         data = self.valid(AssignSerializer)
         lead = services.lead_assign(lead=lead, owner=data["owner"], actor=request.user)
+        return self.answer(lead)
+
+    @extend_schema(
+        summary="Rate the lead's quality (good or bad fit, with a reason for a bad fit)",
+        request=RateSerializer, responses=responses(LEAD_OK, not_found=True),
+    )
+    @action(detail=True, methods=["post"])
+    def rate(self, request, pk=None):
+        lead = self.get_object()
+        data = self.valid(RateSerializer)
+        lead = services.lead_rate(lead=lead, actor=request.user, fit=data["fit"], note=data["note"])
         return self.answer(lead)
 
     @extend_schema(

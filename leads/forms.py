@@ -1,0 +1,127 @@
+"""The triage UI's forms: they parse and check input; the views pass the result to one service."""
+
+import datetime
+
+from django import forms
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from . import selectors
+from .models import Fit, LeadStatus, Reason
+
+
+def _reasons(status):
+    return Reason.objects.filter(active=True, kind__in=[status, Reason.Kind.BOTH]).order_by("label")
+
+
+class ReasonField(forms.ModelChoiceField):
+    def __init__(self, status, **kwargs):
+        super().__init__(queryset=_reasons(status), label=_("Reason"), empty_label=_("Choose a reason"), **kwargs)
+
+
+class QualifyForm(forms.Form):
+    note = forms.CharField(label=_("Note"), required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class DisqualifyForm(forms.Form):
+    reason = ReasonField(LeadStatus.DISQUALIFIED)
+    note = forms.CharField(label=_("Note"), required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+    requalify_on = forms.DateField(
+        label=_("Look at it again on"), required=False, widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("Optional: requalification re-evaluates the lead on this date."),
+    )
+
+    def clean_requalify_on(self):
+        day = self.cleaned_data.get("requalify_on")
+        if day is not None and day <= timezone.localdate():
+            raise forms.ValidationError(_("Choose a date after today."))
+        return day
+
+    def service_arguments(self):
+        day = self.cleaned_data.get("requalify_on")
+        at = timezone.make_aware(datetime.datetime.combine(day, datetime.time(6, 0))) if day else None
+        return {"reason": self.cleaned_data["reason"], "note": self.cleaned_data["note"], "requalify_at": at}
+
+
+class OutOfFocusForm(forms.Form):
+    reason = ReasonField(LeadStatus.OUT_OF_FOCUS)
+    note = forms.CharField(label=_("Note"), required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ConvertForm(forms.Form):
+    deal_value = forms.DecimalField(label=_("Deal value (BRL)"), min_value=0, max_digits=14, decimal_places=2)
+    note = forms.CharField(label=_("Note"), required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class NoteForm(forms.Form):
+    text = forms.CharField(label=_("Note"), max_length=10000, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class RateForm(forms.Form):
+    fit = forms.ChoiceField(label=_("Lead quality"), choices=Fit.choices, widget=forms.RadioSelect)
+    note = forms.CharField(
+        label=_("Why"), required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_("Required for a bad fit: marketing reads it next to the rules that let the lead through."),
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("fit") == Fit.BAD and not (data.get("note") or "").strip():
+            self.add_error("note", _("Say why the lead is a bad fit."))
+        return data
+
+
+class OwnerField(forms.ModelChoiceField):
+    def label_from_instance(self, user):
+        return user.get_full_name() or user.get_username()
+
+
+class AssignForm(forms.Form):
+    owner = OwnerField(queryset=None, label=_("Assign to"), required=False, empty_label=_("Nobody (unassign)"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = selectors.sales_people().order_by("first_name", "username")
+
+
+class BulkForm(forms.Form):
+    ACTIONS = [
+        ("claim", _("Claim")),
+        ("assign", _("Assign to")),
+        ("disqualify", _("Disqualify")),
+        ("out_of_focus", _("Out of focus")),
+    ]
+    action = forms.ChoiceField(label=_("Action"), choices=ACTIONS)
+    leads = forms.TypedMultipleChoiceField(coerce=int, label=_("Leads"))
+    owner = OwnerField(queryset=None, label=_("Assign to"), required=False)
+    reason = forms.ModelChoiceField(
+        queryset=Reason.objects.filter(active=True).order_by("label"), label=_("Reason"), required=False,
+    )
+    note = forms.CharField(label=_("Note"), required=False, max_length=5000)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = selectors.sales_people().order_by("first_name", "username")
+        self.fields["leads"].error_messages["required"] = _("Select at least one lead.")
+
+    def full_clean(self):
+        # Any id may be posted; the view checks each against what the person may see.
+        self.fields["leads"].choices = [(value, value) for value in self.data.getlist("leads") if value.isdigit()]
+        super().full_clean()
+
+    def clean(self):
+        data = super().clean()
+        action = data.get("action")
+        if action == "assign" and not data.get("owner"):
+            self.add_error("owner", _("Choose whom to assign the leads to."))
+        if action in ("disqualify", "out_of_focus"):
+            reason = data.get("reason")
+            if reason is None:
+                self.add_error("reason", _("Choose a reason."))
+            elif not reason.applies_to(LeadStatus.DISQUALIFIED if action == "disqualify" else LeadStatus.OUT_OF_FOCUS):
+                self.add_error("reason", _("This reason does not apply to this status."))
+        return data
+
+
+class SaveViewForm(forms.Form):
+    name = forms.CharField(label=_("Save this view as"), max_length=120)
