@@ -8,6 +8,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from leads.api.views import FormViewSet, LeadViewSet
+from nurturing.api.views import EnrollmentViewSet, SequenceViewSet
 
 
 class Router(DefaultRouter):
@@ -21,3 +22,5 @@ class Router(DefaultRouter):
 router = Router()
 router.register("leads", LeadViewSet, basename="lead")
 router.register("forms", FormViewSet, basename="form")
+router.register("sequences", SequenceViewSet, basename="sequence")
+router.register("enrollments", EnrollmentViewSet, basename="enrollment")
