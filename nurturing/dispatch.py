@@ -15,6 +15,7 @@ the sweep marks it ``uncertain``: never re-sent automatically, shown in admin wi
 Message-ID for a person to resend or mark sent.
 """
 
+import contextlib
 import logging
 import random
 import smtplib
@@ -212,7 +213,7 @@ def _record_outcome(delivery, outcome, *, now, result):
             result.retried += 1
     elif kind == "permanent":
         Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(
-            status=Delivery.Status.FAILED, attempts=delivery.attempts + 1, last_error=detail.message)
+            status=Delivery.Status.FAILED, attempts=delivery.attempts + 1, last_error=str(detail))
         result.failed += 1
         if detail.bounced:
             from .services import suppression_add
@@ -310,10 +311,8 @@ def send_claimed(deliveries, *, now, result, connection=None):
             with transaction.atomic():
                 _record_outcome(*previous, now=now, result=result)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             backend.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def dispatch_due(*, now=None, batch_size=100, time_budget=50.0, connection=None):
