@@ -7,7 +7,9 @@ The guarantee is **at most once** per delivery (see docs/architecture.md):
    conditional UPDATE everywhere), committed; nothing has been sent;
 2. ``claimed`` → ``sending`` with the Message-ID, committed *before* the SMTP exchange;
 3. SMTP answers: ``sending`` → ``sent`` (or back to pending for a 4xx, failed for a 5xx),
-   committed in the same transaction that marks the next delivery ``sending``.
+   committed in the same statement that marks the next delivery ``sending``; the
+   timeline events and next steps of a batch follow in one transaction
+   (``record_sent_batch``; the sweep finishes it if the worker died first).
 
 If the worker dies in 1–2 the row is ``claimed`` and the sweep puts it back to pending:
 it provably never reached the server. If it dies in 2–3 the row stays ``sending`` and
@@ -15,6 +17,7 @@ the sweep marks it ``uncertain``: never re-sent automatically, shown in admin wi
 Message-ID for a person to resend or mark sent.
 """
 
+import collections
 import contextlib
 import logging
 import random
@@ -165,42 +168,52 @@ def _skip_reason(delivery, suppressed, no_consent):
     return None
 
 
-def record_sent(delivery, *, now, provider_message_id="", from_status=Delivery.Status.SENDING):
-    """``sending`` → ``sent``, the timeline event, and the next step's delivery (or the
-    enrollment's completion). Call inside a transaction. False if the row was not ours."""
-    updated = Delivery.objects.filter(pk=delivery.pk, status=from_status).update(
-        status=Delivery.Status.SENT, sent_at=now, provider_message_id=provider_message_id[:255], last_error="",
-    )
-    if not updated:
-        return False
-    LeadEvent.objects.create(
-        lead_id=delivery.lead_id, kind=LeadEvent.Kind.EMAIL_SENT,
-        data={"delivery": delivery.pk, "sequence": delivery.enrollment.sequence_id,
-              "step": delivery.step.position, "template": delivery.step.template_id,
-              "message_id": delivery.message_id},
-    )
-    following = (SequenceStep.objects.filter(sequence_id=delivery.enrollment.sequence_id,
-                                             position__gt=delivery.step.position).order_by("position").first())
-    if following is None:
-        Enrollment.objects.filter(pk=delivery.enrollment_id, status=Enrollment.Status.ACTIVE).update(
-            status=Enrollment.Status.COMPLETED, exit_reason="completed", ended_at=now,
-        )
-    else:
-        due = delivery.enrollment.sequence.window_opens_at(now + following.delay)
-        Delivery.objects.bulk_create(
-            [Delivery(enrollment_id=delivery.enrollment_id, step=following, lead_id=delivery.lead_id, due_at=due)],
-            ignore_conflicts=True,
-        )
-    return True
+def record_sent_batch(delivery_ids, *, now):
+    """The bookkeeping of deliveries already marked ``sent``: their ``email_sent``
+    timeline events, the next step's delivery (due after its delay, inside the window)
+    or the enrollment's completion. Set-based and idempotent (``recorded`` flags what is
+    done), so the sweep can finish it for a worker that died after sending."""
+    if not delivery_ids:
+        return 0
+    with transaction.atomic():
+        rows = list(Delivery.objects.select_for_update(of=("self",)).filter(
+            pk__in=list(delivery_ids), status=Delivery.Status.SENT, recorded=False,
+        ).select_related("step", "enrollment__sequence"))
+        if not rows:
+            return 0
+        sequence_ids = {row.enrollment.sequence_id for row in rows}
+        steps = collections.defaultdict(list)
+        for step in SequenceStep.objects.filter(sequence_id__in=sequence_ids).order_by("position"):
+            steps[step.sequence_id].append(step)
+        events, following, finished = [], [], []
+        for row in rows:
+            events.append(LeadEvent(
+                lead_id=row.lead_id, kind=LeadEvent.Kind.EMAIL_SENT,
+                data={"delivery": row.pk, "sequence": row.enrollment.sequence_id, "step": row.step.position,
+                      "template": row.step.template_id, "message_id": row.message_id},
+            ))
+            later = [step for step in steps[row.enrollment.sequence_id] if step.position > row.step.position]
+            if later:
+                sent_at = row.sent_at or now
+                due = row.enrollment.sequence.window_opens_at(sent_at + later[0].delay)
+                following.append(Delivery(enrollment_id=row.enrollment_id, step=later[0], lead_id=row.lead_id,
+                                          due_at=due))
+            else:
+                finished.append(row.enrollment_id)
+        LeadEvent.objects.bulk_create(events)
+        Delivery.objects.bulk_create(following, ignore_conflicts=True)
+        if finished:
+            Enrollment.objects.filter(pk__in=finished, status=Enrollment.Status.ACTIVE).update(
+                status=Enrollment.Status.COMPLETED, exit_reason="completed", ended_at=now,
+            )
+        Delivery.objects.filter(pk__in=[row.pk for row in rows]).update(recorded=True)
+        return len(rows)
 
 
-def _record_outcome(delivery, outcome, *, now, result):
-    """Write what the server answered for ``delivery`` (inside the caller's transaction)."""
+def _record_failure(delivery, outcome, *, now, result):
+    """Write a refusal or an unknown outcome for ``delivery`` (still ``sending``)."""
     kind, detail = outcome
-    if kind == "sent":
-        if record_sent(delivery, now=now, provider_message_id=detail):
-            result.sent += 1
-    elif kind == "transient":
+    if kind == "transient":
         attempts = delivery.attempts + 1
         if attempts >= MAX_ATTEMPTS:
             Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(
@@ -219,7 +232,7 @@ def _record_outcome(delivery, outcome, *, now, result):
             from .services import suppression_add
 
             suppression_add(email=delivery.lead.email, reason=Suppression.Reason.BOUNCED, note=str(detail)[:255])
-    else:  # uncertain
+    else:  # uncertain: never re-sent by itself
         Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(
             status=Delivery.Status.UNCERTAIN, attempts=delivery.attempts + 1, last_error=detail)
         result.uncertain += 1
@@ -235,25 +248,75 @@ def _release(deliveries, *, now, error, result):
         result.retried += 1
 
 
+_TABLE = Delivery._meta.db_table
+_MARK_SENDING = (f"UPDATE {_TABLE} SET status = 'sending', message_id = %s, to_email = %s "
+                 f"WHERE id = %s AND status = 'claimed' AND claim_token = %s")
+_MARK_SENT = (f"UPDATE {_TABLE} SET status = 'sent', sent_at = %s, provider_message_id = %s, last_error = '' "
+              f"WHERE id = %s AND status = 'sending'")
+_SENT_AND_SENDING = (
+    f"UPDATE {_TABLE} SET "
+    "status = CASE WHEN id = %s THEN 'sent' ELSE 'sending' END, "
+    "sent_at = CASE WHEN id = %s THEN %s ELSE sent_at END, "
+    "provider_message_id = CASE WHEN id = %s THEN %s ELSE provider_message_id END, "
+    "last_error = CASE WHEN id = %s THEN '' ELSE last_error END, "
+    "message_id = CASE WHEN id = %s THEN message_id ELSE %s END, "
+    "to_email = CASE WHEN id = %s THEN to_email ELSE %s END "
+    "WHERE (id = %s AND status = 'sending') OR (id = %s AND status = 'claimed' AND claim_token = %s)"
+)
+
+
+def _advance(previous, current, *, now):
+    """One statement (one commit): the previous message ``sent``, the current one
+    ``sending`` with its Message-ID. Either may be None. Returns whether ``current`` is ours.
+    Plain SQL: it runs once per message, and the ORM's compilation would cost more than it."""
+    when = db_connection.ops.adapt_datetimefield_value(now)
+    with db_connection.cursor() as cursor:
+        if current is None:
+            done, provider_id = previous
+            cursor.execute(_MARK_SENT, [when, provider_id[:255], done.pk])
+            return False
+        delivery, message_id = current
+        email = delivery.lead.email
+        if previous is None:
+            cursor.execute(_MARK_SENDING, [message_id, email, delivery.pk, delivery.claim_token])
+            return cursor.rowcount == 1
+        done, provider_id = previous
+        cursor.execute(_SENT_AND_SENDING, [
+            done.pk, done.pk, when, done.pk, provider_id[:255], done.pk, done.pk, message_id, done.pk, email,
+            done.pk, delivery.pk, delivery.claim_token,
+        ])
+        if cursor.rowcount == 2:
+            return True
+    return Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, message_id=message_id).exists()
+
+
+def _skip(deliveries, *, now, result):
+    """Deliveries that must not be sent, grouped: one UPDATE per (status, reason)."""
+    groups = collections.defaultdict(list)
+    for delivery, (status, reason) in deliveries:
+        groups[(status, reason)].append(delivery)
+    with transaction.atomic():
+        for (status, reason), items in groups.items():
+            Delivery.objects.filter(pk__in=[d.pk for d in items], status=Delivery.Status.CLAIMED).update(
+                status=status, last_error=reason)
+            Enrollment.objects.filter(pk__in=[d.enrollment_id for d in items],
+                                      status=Enrollment.Status.ACTIVE).update(
+                status=Enrollment.Status.EXITED, exit_reason=reason, ended_at=now)
+            result.skipped += len(items)
+
+
 def send_claimed(deliveries, *, now, result, connection=None):
-    """Send deliveries this worker claimed. One commit per message: it records the previous
-    message's answer and marks this one ``sending``."""
+    """Send deliveries this worker claimed: per message one statement, committed before
+    the SMTP exchange, that marks it ``sending`` and the previous one ``sent``; the rest
+    of the bookkeeping is set-based per batch (``record_sent_batch``)."""
     suppressed = suppressed_hashes({d.lead.email for d in deliveries if d.lead.email})
     no_consent = _consent_missing(deliveries)
-    to_send = []
-    with transaction.atomic():
-        for delivery in deliveries:
-            skip = _skip_reason(delivery, suppressed, no_consent)
-            if skip is None:
-                to_send.append(delivery)
-                continue
-            status, reason = skip
-            Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.CLAIMED).update(
-                status=status, last_error=reason)
-            if delivery.enrollment.status == Enrollment.Status.ACTIVE:
-                Enrollment.objects.filter(pk=delivery.enrollment_id, status=Enrollment.Status.ACTIVE).update(
-                    status=Enrollment.Status.EXITED, exit_reason=reason, ended_at=now)
-            result.skipped += 1
+    to_send, skipped = [], []
+    for delivery in deliveries:
+        skip = _skip_reason(delivery, suppressed, no_consent)
+        (to_send.append(delivery) if skip is None else skipped.append((delivery, skip)))
+    if skipped:
+        _skip(skipped, now=now, result=result)
     if not to_send:
         return
     backend = connection or get_connection(fail_silently=False)
@@ -264,7 +327,8 @@ def send_claimed(deliveries, *, now, result, connection=None):
         with transaction.atomic():
             _release(to_send, now=now, error=f"connect: {error}", result=result)
         return
-    previous = None  # (delivery, outcome) not yet written
+    previous = None  # (delivery, provider message id): accepted, not yet written
+    sent_ids = []
     try:
         for index, delivery in enumerate(to_send):
             try:
@@ -273,46 +337,44 @@ def send_claimed(deliveries, *, now, result, connection=None):
                     delivery_id=delivery.pk, connection=backend,
                 )
             except (TemplateSyntaxError, ValueError, TypeError) as error:
-                outcome = ("render", f"template: {error}")
-                message = None
-            with transaction.atomic():
-                if previous is not None:
-                    _record_outcome(*previous, now=now, result=result)
-                    previous = None
-                if message is None:
-                    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.CLAIMED).update(
-                        status=Delivery.Status.FAILED, last_error=outcome[1])
-                    result.failed += 1
-                    continue
-                marked = Delivery.objects.filter(
-                    pk=delivery.pk, status=Delivery.Status.CLAIMED, claim_token=delivery.claim_token,
-                ).update(status=Delivery.Status.SENDING, message_id=message_id, to_email=delivery.lead.email)
-            if not marked:  # swept back while we were slow: someone else owns it now
+                Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.CLAIMED).update(
+                    status=Delivery.Status.FAILED, last_error=f"template: {error}")
+                result.failed += 1
+                continue
+            ours = _advance(previous, (delivery, message_id), now=now)
+            previous = None
+            if not ours:  # swept back while we were slow: someone else owns it now
                 continue
             delivery.message_id = message_id
             try:
                 backend.send_messages([message])
-                status = getattr(message, "anymail_status", None)
-                outcome = ("sent", (getattr(status, "message_id", None) or "") if status else "")
             except Exception as error:  # noqa: BLE001 - classified below; the loop goes on
                 classified = classify(error)
                 outcome = ({Transient: "transient", Permanent: "permanent"}.get(type(classified), "uncertain"),
                            classified if isinstance(classified, Permanent) else str(classified))
+                with transaction.atomic():
+                    _record_failure(delivery, outcome, now=now, result=result)
                 try:
                     backend.close()
                     backend.open()
                 except Exception as reconnect_error:  # noqa: BLE001
                     with transaction.atomic():
-                        _record_outcome(delivery, outcome, now=now, result=result)
                         _release(to_send[index + 1:], now=now, error=f"connect: {reconnect_error}", result=result)
                     return
-            previous = (delivery, outcome)
+                continue
+            status = getattr(message, "anymail_status", None)
+            previous = (delivery, (getattr(status, "message_id", None) or "") if status else "")
+            sent_ids.append(delivery.pk)
+            result.sent += 1
         if previous is not None:
-            with transaction.atomic():
-                _record_outcome(*previous, now=now, result=result)
+            _advance(previous, None, now=now)
+            previous = None
     finally:
         with contextlib.suppress(Exception):
             backend.close()
+        if previous is not None:  # an error between the send and its write: still 'sending' -> uncertain later
+            logger.error("delivery %s was sent but not recorded", previous[0].pk)
+        record_sent_batch(sent_ids, now=now)
 
 
 def dispatch_due(*, now=None, batch_size=100, time_budget=50.0, connection=None):

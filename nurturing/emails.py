@@ -2,6 +2,7 @@
 derived from the HTML when empty, tracked links, the open pixel, the footer and the
 compliance headers (List-Unsubscribe with an https URL and a mailto, RFC 8058 one-click)."""
 
+import functools
 import html
 import re
 from email.utils import make_msgid, parseaddr
@@ -74,6 +75,15 @@ def absolute(path):
     return settings.FUNIL_BASE_URL.rstrip("/") + path
 
 
+@functools.lru_cache(maxsize=16)
+def _path_with(name, placeholder="TOKEN"):
+    return reverse(name, args=[placeholder])
+
+
+def _token_url(name, token):
+    return absolute(_path_with(name).replace("TOKEN", token))
+
+
 def unsubscribe_token(*, lead_id, delivery_id=None):
     return signing.dumps({"l": lead_id, "d": delivery_id}, salt=UNSUBSCRIBE_SALT, compress=True)
 
@@ -85,7 +95,7 @@ def read_unsubscribe_token(token):
 
 
 def unsubscribe_url(token):
-    return absolute(reverse("nurturing:unsubscribe", args=[token]))
+    return _token_url("nurturing:unsubscribe", token)
 
 
 def unsubscribe_mailto(token):
@@ -101,7 +111,7 @@ def _default_unsubscribe_mailbox():
 
 def click_url(*, delivery_id, url):
     token = signing.dumps({"d": delivery_id, "u": url}, salt=CLICK_SALT, compress=True)
-    return absolute(reverse("nurturing:click", args=[token]))
+    return _token_url("nurturing:click", token)
 
 
 def read_click_token(token):
@@ -114,7 +124,7 @@ def read_click_token(token):
 
 def open_url(*, delivery_id):
     token = signing.dumps(delivery_id, salt=OPEN_SALT)
-    return absolute(reverse("nurturing:open", args=[token]))
+    return _token_url("nurturing:open", token)
 
 
 def read_open_token(token):

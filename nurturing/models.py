@@ -291,6 +291,9 @@ class Delivery(models.Model):
     message_id = models.CharField(_("Message-ID"), max_length=255, blank=True, db_index=True)
     provider_message_id = models.CharField(_("provider message id"), max_length=255, blank=True, db_index=True)
     last_error = models.TextField(_("last error"), blank=True)
+    recorded = models.BooleanField(
+        _("recorded"), default=False, help_text=_("Its timeline event and next step are written."),
+    )
     opened_at = models.DateTimeField(_("first opened"), null=True, blank=True)
     clicked_at = models.DateTimeField(_("first clicked"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)

@@ -277,7 +277,12 @@ def deliveries_sweep_stale(*, older_than=CLAIM_TIMEOUT, now=None):
     uncertain = Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_at__lte=limit).update(
         status=Delivery.Status.UNCERTAIN, last_error="The worker stopped while handing the message to the server.",
     )
-    return {"released": released, "uncertain": uncertain}
+    from .dispatch import record_sent_batch
+
+    unrecorded = list(Delivery.objects.filter(status=Delivery.Status.SENT, recorded=False, claimed_at__lte=limit)
+                      .values_list("pk", flat=True)[:10000])
+    recorded = record_sent_batch(unrecorded, now=now)
+    return {"released": released, "uncertain": uncertain, "recorded": recorded}
 
 
 @transaction.atomic
@@ -292,14 +297,14 @@ def deliveries_resend(*, deliveries, now=None):
 @transaction.atomic
 def deliveries_mark_sent(*, deliveries, now=None):
     """A person's decision that ``uncertain`` deliveries did arrive (e.g. seen in the provider's log)."""
-    from .dispatch import record_sent
+    from .dispatch import record_sent_batch
 
-    count = 0
-    for delivery in deliveries.filter(status=Delivery.Status.UNCERTAIN).select_related(
-            "step", "enrollment__sequence"):
-        record_sent(delivery, now=now or timezone.now(), provider_message_id="", from_status=Delivery.Status.UNCERTAIN)
-        count += 1
-    return count
+    now = now or timezone.now()
+    ids = list(deliveries.filter(status=Delivery.Status.UNCERTAIN).values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids, status=Delivery.Status.UNCERTAIN).update(
+        status=Delivery.Status.SENT, sent_at=now, last_error="marked sent by a person")
+    record_sent_batch(ids, now=now)
+    return len(ids)
 
 
 # --- Unsubscribe and tracking ------------------------------------------------------------
@@ -311,7 +316,7 @@ def lead_unsubscribe(*, lead_id, delivery_id=None, how="link"):
     lead = Lead.objects.filter(pk=lead_id).first()
     if lead is None or not lead.email:
         return False
-    _, created = suppression_add(email=lead.email, reason=Suppression.Reason.UNSUBSCRIBED)
+    _suppression, created = suppression_add(email=lead.email, reason=Suppression.Reason.UNSUBSCRIBED)
     if created:
         _lead_event(lead.pk, LeadEvent.Kind.CONSENT, note=str(_("Unsubscribed from email")),
                     data={"action": "unsubscribed", "channel": "email", "how": how, "delivery": delivery_id})

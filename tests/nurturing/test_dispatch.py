@@ -156,7 +156,7 @@ def test_stale_claims_go_back_to_pending_and_stale_sends_become_uncertain_never_
     Delivery.objects.filter(lead=sending).update(status="sending", claim_token="dead", claimed_at=long_ago,
                                                  message_id="<x@y>")
 
-    assert services.deliveries_sweep_stale() == {"released": 1, "uncertain": 1}
+    assert services.deliveries_sweep_stale() == {"released": 1, "uncertain": 1, "recorded": 0}
     dispatch.dispatch_due(now=timezone.now())
 
     assert smtp_server.sink.recipients() == [claimed.email]
@@ -172,7 +172,7 @@ def test_a_fresh_claim_is_not_swept(make_disqualified):
     seq = sequence()
     enroll(seq, make_disqualified())
     Delivery.objects.update(status="claimed", claim_token="alive", claimed_at=timezone.now())
-    assert services.deliveries_sweep_stale() == {"released": 0, "uncertain": 0}
+    assert services.deliveries_sweep_stale() == {"released": 0, "uncertain": 0, "recorded": 0}
 
 
 def test_an_unreachable_server_releases_the_claims_for_a_retry(make_disqualified, settings):
