@@ -122,9 +122,9 @@ def main():
     args = parser.parse_args()
     n = args.deliveries or (300 if args.quick else 10_000)
 
-    from aiosmtpd.controller import Controller
-
     import logging
+
+    from aiosmtpd.controller import Controller
 
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     sink = Sink()

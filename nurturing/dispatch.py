@@ -249,7 +249,8 @@ def _release(deliveries, *, now, error, result):
 
 
 _TABLE = Delivery._meta.db_table
-_MARK_SENDING = (f"UPDATE {_TABLE} SET status = 'sending', message_id = %s, to_email = %s "
+# Marking 'sending' restarts the claim's clock, so the sweep measures the send, not the batch.
+_MARK_SENDING = (f"UPDATE {_TABLE} SET status = 'sending', message_id = %s, to_email = %s, claimed_at = %s "
                  f"WHERE id = %s AND status = 'claimed' AND claim_token = %s")
 _MARK_SENT = (f"UPDATE {_TABLE} SET status = 'sent', sent_at = %s, provider_message_id = %s, last_error = '' "
               f"WHERE id = %s AND status = 'sending'")
@@ -260,7 +261,8 @@ _SENT_AND_SENDING = (
     "provider_message_id = CASE WHEN id = %s THEN %s ELSE provider_message_id END, "
     "last_error = CASE WHEN id = %s THEN '' ELSE last_error END, "
     "message_id = CASE WHEN id = %s THEN message_id ELSE %s END, "
-    "to_email = CASE WHEN id = %s THEN to_email ELSE %s END "
+    "to_email = CASE WHEN id = %s THEN to_email ELSE %s END, "
+    "claimed_at = CASE WHEN id = %s THEN claimed_at ELSE %s END "
     "WHERE (id = %s AND status = 'sending') OR (id = %s AND status = 'claimed' AND claim_token = %s)"
 )
 
@@ -270,6 +272,7 @@ def _advance(previous, current, *, now):
     ``sending`` with its Message-ID. Either may be None. Returns whether ``current`` is ours.
     Plain SQL: it runs once per message, and the ORM's compilation would cost more than it."""
     when = db_connection.ops.adapt_datetimefield_value(now)
+    wall = db_connection.ops.adapt_datetimefield_value(timezone.now())
     with db_connection.cursor() as cursor:
         if current is None:
             done, provider_id = previous
@@ -278,12 +281,12 @@ def _advance(previous, current, *, now):
         delivery, message_id = current
         email = delivery.lead.email
         if previous is None:
-            cursor.execute(_MARK_SENDING, [message_id, email, delivery.pk, delivery.claim_token])
+            cursor.execute(_MARK_SENDING, [message_id, email, wall, delivery.pk, delivery.claim_token])
             return cursor.rowcount == 1
         done, provider_id = previous
         cursor.execute(_SENT_AND_SENDING, [
             done.pk, done.pk, when, done.pk, provider_id[:255], done.pk, done.pk, message_id, done.pk, email,
-            done.pk, delivery.pk, delivery.claim_token,
+            done.pk, wall, done.pk, delivery.pk, delivery.claim_token,
         ])
         if cursor.rowcount == 2:
             return True
