@@ -231,3 +231,25 @@ def test_the_beat_job_ends_enrollments_whose_lead_qualified(make_disqualified):
     assert services.enroll_all()["nutricao"] == {"enrolled": 0, "exited": 1}
     assert Enrollment.objects.get(sequence=seq, lead=lead).status == "exited"
     assert Delivery.objects.get(lead=lead).status == "cancelled"
+
+
+def test_the_jobs_run_by_hand_as_a_management_command(smtp_server, make_disqualified):
+    import io
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    sequence(segment=disqualified_segment())
+    make_disqualified()
+    out = io.StringIO()
+    call_command("nurture", "enroll", stdout=out)
+    assert json.loads(out.getvalue()) == {"nutricao": {"enrolled": 1, "exited": 0}}
+    out = io.StringIO()
+    call_command("nurture", "dispatch", "--now", timezone.now().isoformat(), stdout=out)
+    assert json.loads(out.getvalue())["sent"] == 1
+    out = io.StringIO()
+    call_command("nurture", "sweep", stdout=out)
+    assert json.loads(out.getvalue())["released"] == 0
+    with pytest.raises(CommandError):
+        call_command("nurture", "dispatch", "--now", "yesterday")
