@@ -85,6 +85,8 @@ class EnrollmentViewSet(ErrorHandlingMixin, mixins.ListModelMixin, viewsets.Gene
     def get_queryset(self):
         from rest_framework.exceptions import ValidationError
 
+        if getattr(self, "swagger_fake_view", False):  # the OpenAPI schema generator
+            return Enrollment.objects.none()
         lead_id = self.request.query_params.get("lead", "")
         if not lead_id.isdigit():
             raise ValidationError({"lead": ["Give the lead's id: ?lead=<id>."]})
