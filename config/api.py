@@ -8,6 +8,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from leads.api.views import FormViewSet, LeadViewSet
+from nurturing.api.views import EnrollmentViewSet, SequenceViewSet
 from scoring.api.views import RescoreJobViewSet, RulesetViewSet
 
 
@@ -24,3 +25,5 @@ router.register("leads", LeadViewSet, basename="lead")
 router.register("forms", FormViewSet, basename="form")
 router.register("rulesets", RulesetViewSet, basename="ruleset")
 router.register("rescore-jobs", RescoreJobViewSet, basename="rescorejob")
+router.register("sequences", SequenceViewSet, basename="sequence")
+router.register("enrollments", EnrollmentViewSet, basename="enrollment")

@@ -31,4 +31,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz/", healthz, name="healthz"),
     path("leads/", include("leads.urls")),
+    # Nurture email links (/n/u/, /n/o/, /n/c/) and the enroll/remove form posts (/nurturing/...).
+    path("", include("nurturing.urls")),
+    # Provider webhooks (anymail): /anymail/<provider>/tracking/
+    path("anymail/", include("anymail.urls")),
 ]

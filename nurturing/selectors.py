@@ -41,3 +41,31 @@ def segments_for(user):
     from django.db.models import Q
 
     return Segment.objects.filter(Q(shared=True) | Q(created_by=user)).order_by("name")
+
+
+def is_suppressed(email):
+    """Whether nothing may be sent to ``email`` (unsubscribed, bounced, complained, erased)."""
+    from .models import Suppression
+    from .services import email_hashes
+
+    return bool(email) and Suppression.objects.filter(email_hash__in=email_hashes(email)).exists()
+
+
+def suppressed_hashes(emails):
+    """The emails of ``emails`` that are suppressed, as a set (one query)."""
+    from .models import Suppression
+    from .services import email_hashes
+
+    by_hash = {}
+    for email in emails:
+        if email:
+            for digest in email_hashes(email):
+                by_hash[digest] = email
+    found = Suppression.objects.filter(email_hash__in=list(by_hash)).values_list("email_hash", flat=True)
+    return {by_hash[digest] for digest in found}
+
+
+def lead_enrollments(lead):
+    from .models import Enrollment
+
+    return Enrollment.objects.filter(lead=lead).select_related("sequence").order_by("-enrolled_at")

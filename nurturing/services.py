@@ -1,10 +1,20 @@
-from django.db import transaction
-from django.db.models import F
+import hashlib
+import hmac
+import logging
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext_lazy as _
 
-from .models import Segment, WorkerHeartbeat
-from .selectors import InvalidSegment, segment_filterset
+from leads.models import Lead, LeadEvent
+
+from .models import Delivery, Enrollment, Segment, Sequence, Suppression, TrackingEvent, WorkerHeartbeat
+from .selectors import InvalidSegment, is_suppressed, segment_filterset, segment_leads
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -45,3 +55,347 @@ def segment_save(*, name, filters, actor=None, description="", shared=True):
                   "created_by": actor if actor is not None and actor.is_authenticated else None},
     )
     return segment
+
+
+# --- Suppression ----------------------------------------------------------------------
+
+def _suppression_keys():
+    from django.conf import settings
+
+    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return [hashlib.sha256(b"funil.suppression:" + str(key).encode()).digest() for key in keys]
+
+
+def email_hashes(email):
+    """The keyed hashes of ``email`` (HMAC-SHA256), under SECRET_KEY first, then its fallbacks."""
+    normalized = (email or "").strip().lower().encode()
+    return [hmac.new(key, normalized, hashlib.sha256).hexdigest() for key in _suppression_keys()]
+
+
+def email_hash(email):
+    return email_hashes(email)[0]
+
+
+@transaction.atomic
+def suppression_add(*, email, reason, note=""):
+    """Never send to ``email`` again. Only a keyed hash is stored, so the address stays
+    suppressed after the lead is erased. Stops the sequences of every lead with that
+    address. Safe to call twice: the first reason is kept."""
+    if reason not in Suppression.Reason.values:
+        raise ValueError(f"Unknown suppression reason: {reason!r}")
+    hashes = email_hashes(email)
+    suppression = Suppression.objects.filter(email_hash__in=hashes).first()
+    created = False
+    if suppression is None:
+        suppression, created = Suppression.objects.get_or_create(
+            email_hash=hashes[0], defaults={"reason": reason, "note": note[:255]},
+        )
+    if email:
+        leads = Lead.objects.filter(email__iexact=email.strip())
+        enrollments_exit(enrollments=Enrollment.objects.filter(lead__in=leads, status=Enrollment.Status.ACTIVE),
+                         reason=reason)
+    return suppression, created
+
+
+def _exit_now():
+    return timezone.now()
+
+
+@transaction.atomic
+def enrollments_exit(*, enrollments, reason, status=Enrollment.Status.EXITED, now=None):
+    """End ``enrollments`` (a queryset) and cancel what they had not sent yet. Set-based."""
+    now = now or _exit_now()
+    ids = list(enrollments.filter(status=Enrollment.Status.ACTIVE).values_list("pk", flat=True))
+    if not ids:
+        return 0
+    Enrollment.objects.filter(pk__in=ids, status=Enrollment.Status.ACTIVE).update(
+        status=status, exit_reason=reason, ended_at=now,
+    )
+    Delivery.objects.filter(enrollment_id__in=ids, status=Delivery.Status.PENDING).update(
+        status=Delivery.Status.CANCELLED, last_error=reason,
+    )
+    return len(ids)
+
+
+def _lead_event(lead_id, kind, **values):
+    return LeadEvent.objects.create(lead_id=lead_id, kind=kind, **values)
+
+
+# --- Enrollment -----------------------------------------------------------------------
+
+class EnrollmentError(ValueError):
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _first_step(sequence):
+    return sequence.steps.order_by("position").first()
+
+
+def _first_delivery(enrollment, step, now):
+    due = enrollment.sequence.window_opens_at(now + step.delay)
+    return Delivery(enrollment=enrollment, step=step, lead_id=enrollment.lead_id, due_at=due)
+
+
+@transaction.atomic
+def enrollment_create(*, sequence, lead, actor=None, now=None):
+    """Enroll ``lead`` in ``sequence`` by hand. Returns (enrollment, created): an active
+    enrollment is returned as it is. A person may enroll a lead again even where the
+    sequence does not allow re-entry; suppressed addresses and leads without email never."""
+    from leads.roles import can_work_lead
+
+    if actor is not None and not can_work_lead(actor, lead):
+        raise EnrollmentError(_("You may not act on this lead."), "forbidden")
+    if not lead.email:
+        raise EnrollmentError(_("This lead has no email address."), "no_email")
+    if is_suppressed(lead.email):
+        raise EnrollmentError(_("This address is suppressed (unsubscribed, bounced, complained or erased)."),
+                              "suppressed")
+    step = _first_step(sequence)
+    if step is None:
+        raise EnrollmentError(_("This sequence has no steps yet."), "no_steps")
+    existing = Enrollment.objects.filter(sequence=sequence, lead=lead, status=Enrollment.Status.ACTIVE).first()
+    if existing:
+        return existing, False
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            enrollment = Enrollment.objects.create(
+                sequence=sequence, lead=lead, enrolled_at=now,
+                enrolled_by=actor if actor is not None and actor.is_authenticated else None,
+            )
+    except IntegrityError:  # enrolled by someone else a moment ago
+        return Enrollment.objects.get(sequence=sequence, lead=lead, status=Enrollment.Status.ACTIVE), False
+    _first_delivery(enrollment, step, now).save()
+    return enrollment, True
+
+
+@transaction.atomic
+def enrollment_remove(*, sequence, lead, actor=None):
+    """Take ``lead`` out of ``sequence`` by hand; nothing more is sent. Returns how many ended (0 or 1)."""
+    from leads.roles import can_work_lead
+
+    if actor is not None and not can_work_lead(actor, lead):
+        raise EnrollmentError(_("You may not act on this lead."), "forbidden")
+    return enrollments_exit(
+        enrollments=Enrollment.objects.filter(sequence=sequence, lead=lead),
+        reason="removed", status=Enrollment.Status.REMOVED,
+    )
+
+
+def sequence_enroll_entrants(*, sequence, now=None, chunk_size=1000):
+    """Enroll the leads that are in the sequence's segment now and not enrolled: one query
+    finds them, inserts go in chunks. Leads meeting an exit condition, without email, or
+    (without re-entry) enrolled before are left out; suppressed addresses are caught by
+    the dispatcher, which holds their keyed hashes. Returns how many were enrolled."""
+    if not sequence.active or sequence.segment_id is None:
+        return 0
+    step = _first_step(sequence)
+    if step is None:
+        return 0
+    now = now or timezone.now()
+    candidates = segment_leads(segment=sequence.segment).exclude(email__isnull=True).exclude(email="")
+    exits = sequence.exit_statuses()
+    if exits:
+        candidates = candidates.exclude(status__in=exits)
+    previous = Enrollment.objects.filter(sequence=sequence, lead=OuterRef("pk"))
+    if sequence.allow_reentry:
+        # Again only after the enrollment ended and the lead's status changed since.
+        previous = previous.filter(
+            Q(ended_at__isnull=True)
+            | ~(Q(lead__disqualified_at__gt=F("ended_at")) | Q(lead__qualified_at__gt=F("ended_at"))
+                | Q(lead__out_of_focus_at__gt=F("ended_at")) | Q(lead__converted_at__gt=F("ended_at")))
+        )
+    candidates = candidates.exclude(Exists(previous))
+    lead_ids = list(candidates.order_by().values_list("pk", flat=True).distinct())
+    due = sequence.window_opens_at(now + step.delay)
+    enrolled = 0
+    for start in range(0, len(lead_ids), chunk_size):
+        chunk = lead_ids[start:start + chunk_size]
+        with transaction.atomic():
+            Enrollment.objects.bulk_create(
+                [Enrollment(sequence=sequence, lead_id=lead_id, enrolled_at=now) for lead_id in chunk],
+                ignore_conflicts=True,
+            )
+            fresh = list(Enrollment.objects.filter(
+                sequence=sequence, lead_id__in=chunk, status=Enrollment.Status.ACTIVE, enrolled_at=now,
+            ).exclude(deliveries__step=step).values_list("pk", "lead_id"))
+            Delivery.objects.bulk_create(
+                [Delivery(enrollment_id=pk, step=step, lead_id=lead_id, due_at=due) for pk, lead_id in fresh],
+                ignore_conflicts=True,
+            )
+            enrolled += len(fresh)
+    return enrolled
+
+
+def sequence_exit_finished(*, sequence, now=None):
+    """End the active enrollments whose lead now meets an exit condition (set-based)."""
+    total = 0
+    for status in sequence.exit_statuses():
+        total += enrollments_exit(
+            enrollments=Enrollment.objects.filter(sequence=sequence, status=Enrollment.Status.ACTIVE,
+                                                  lead__status=status),
+            reason=status, now=now,
+        )
+    return total
+
+
+def enroll_all(*, now=None):
+    """The beat job: for every active sequence, end finished enrollments, then enroll entrants."""
+    from .locks import job_lock
+
+    results = {}
+    with job_lock("nurturing-enroll", ttl=timedelta(minutes=30)):
+        for sequence in Sequence.objects.filter(active=True, segment__isnull=False):
+            try:
+                exited = sequence_exit_finished(sequence=sequence, now=now)
+                enrolled = sequence_enroll_entrants(sequence=sequence, now=now)
+            except InvalidSegment as error:
+                logger.warning("sequence %s: its segment no longer validates: %s", sequence.slug, error)
+                continue
+            results[sequence.slug] = {"enrolled": enrolled, "exited": exited}
+    return results
+
+
+# --- Stale claims ----------------------------------------------------------------------
+
+CLAIM_TIMEOUT = timedelta(minutes=10)
+
+
+@transaction.atomic
+def deliveries_sweep_stale(*, older_than=CLAIM_TIMEOUT, now=None):
+    """Claims that outlived their timeout: ``claimed`` ones (never handed to the email
+    backend) go back to pending; ``sending`` ones become ``uncertain``, because the
+    message may have left, and are never re-sent without a person's decision."""
+    now = now or timezone.now()
+    limit = now - older_than
+    released = Delivery.objects.filter(status=Delivery.Status.CLAIMED, claimed_at__lte=limit).update(
+        status=Delivery.Status.PENDING, claim_token="", claimed_at=None,
+    )
+    uncertain = Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_at__lte=limit).update(
+        status=Delivery.Status.UNCERTAIN, last_error="The worker stopped while handing the message to the server.",
+    )
+    from .dispatch import record_sent_batch
+
+    unrecorded = list(Delivery.objects.filter(status=Delivery.Status.SENT, recorded=False, claimed_at__lte=limit)
+                      .values_list("pk", flat=True)[:10000])
+    recorded = record_sent_batch(unrecorded, now=now)
+    return {"released": released, "uncertain": uncertain, "recorded": recorded}
+
+
+@transaction.atomic
+def deliveries_resend(*, deliveries, now=None):
+    """A person's decision that ``uncertain`` or ``failed`` deliveries did not arrive: send them again."""
+    now = now or timezone.now()
+    return deliveries.filter(
+        status__in=[Delivery.Status.UNCERTAIN, Delivery.Status.FAILED], enrollment__status=Enrollment.Status.ACTIVE,
+    ).update(status=Delivery.Status.PENDING, claim_token="", claimed_at=None, due_at=now, attempts=0)
+
+
+@transaction.atomic
+def deliveries_mark_sent(*, deliveries, now=None):
+    """A person's decision that ``uncertain`` deliveries did arrive (e.g. seen in the provider's log)."""
+    from .dispatch import record_sent_batch
+
+    now = now or timezone.now()
+    ids = list(deliveries.filter(status=Delivery.Status.UNCERTAIN).values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids, status=Delivery.Status.UNCERTAIN).update(
+        status=Delivery.Status.SENT, sent_at=now, last_error="marked sent by a person")
+    record_sent_batch(ids, now=now)
+    return len(ids)
+
+
+# --- Unsubscribe and tracking ------------------------------------------------------------
+
+@transaction.atomic
+def lead_unsubscribe(*, lead_id, delivery_id=None, how="link"):
+    """The person behind ``lead_id`` asked for no more email: suppress the address, stop
+    every sequence, note it on the timeline. A second request changes nothing."""
+    lead = Lead.objects.filter(pk=lead_id).first()
+    if lead is None or not lead.email:
+        return False
+    _suppression, created = suppression_add(email=lead.email, reason=Suppression.Reason.UNSUBSCRIBED)
+    if created:
+        _lead_event(lead.pk, LeadEvent.Kind.CONSENT, note=str(_("Unsubscribed from email")),
+                    data={"action": "unsubscribed", "channel": "email", "how": how, "delivery": delivery_id})
+    return created
+
+
+def _delivery_event_data(delivery, **extra):
+    return {"delivery": delivery.pk, "sequence": delivery.enrollment.sequence_id, "step": delivery.step.position,
+            "template": delivery.step.template_id, **extra}
+
+
+@transaction.atomic
+def delivery_record_open(*, delivery_id):
+    """The open pixel was loaded. The first open of a delivery is an engagement event."""
+    now = timezone.now()
+    if not Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SENT, opened_at__isnull=True).update(
+            opened_at=now):
+        return False
+    delivery = Delivery.objects.select_related("enrollment", "step").get(pk=delivery_id)
+    _lead_event(delivery.lead_id, LeadEvent.Kind.EMAIL_OPENED, data=_delivery_event_data(delivery))
+    Lead.objects.filter(pk=delivery.lead_id).update(last_activity_at=now)
+    return True
+
+
+@transaction.atomic
+def delivery_record_click(*, delivery_id, url):
+    """A tracked link was followed. The first click of a delivery is an engagement event
+    (and counts as an open if the pixel was blocked)."""
+    now = timezone.now()
+    delivery = Delivery.objects.select_related("enrollment", "step").filter(pk=delivery_id).first()
+    if delivery is None:
+        return False
+    if not Delivery.objects.filter(pk=delivery_id, clicked_at__isnull=True).update(clicked_at=now):
+        return False
+    _lead_event(delivery.lead_id, LeadEvent.Kind.EMAIL_CLICKED, data=_delivery_event_data(delivery, url=url[:500]))
+    if Delivery.objects.filter(pk=delivery_id, opened_at__isnull=True).update(opened_at=now):
+        _lead_event(delivery.lead_id, LeadEvent.Kind.EMAIL_OPENED, data=_delivery_event_data(delivery, inferred=True))
+    Lead.objects.filter(pk=delivery.lead_id).update(last_activity_at=now)
+    return True
+
+
+# --- Provider webhooks (anymail's normalised tracking events) -----------------------------
+
+PROVIDER_SUPPRESSING_EVENTS = {
+    "bounced": Suppression.Reason.BOUNCED,
+    "rejected": Suppression.Reason.BOUNCED,
+    "complained": Suppression.Reason.COMPLAINED,
+    "unsubscribed": Suppression.Reason.UNSUBSCRIBED,
+}
+
+
+def _event_key(esp, event):
+    raw = event.event_id or f"{event.event_type}|{event.message_id}|{event.recipient}|{event.timestamp}"
+    return hashlib.sha256(f"{esp}|{raw}".encode()).hexdigest()
+
+
+@transaction.atomic
+def provider_event_apply(*, esp, event):
+    """Apply one normalised anymail tracking event. Bounces, rejections, complaints and
+    provider unsubscribes suppress the address and stop its sequences, with a note on the
+    lead's timeline. A replayed event (same id) changes nothing. Returns True when applied."""
+    reason = PROVIDER_SUPPRESSING_EVENTS.get(event.event_type)
+    if reason is None or not event.recipient:
+        return False
+    delivery = None
+    if event.message_id:
+        delivery = (Delivery.objects.filter(provider_message_id=event.message_id).first()
+                    or Delivery.objects.filter(message_id=event.message_id).first())
+    try:
+        with transaction.atomic():
+            TrackingEvent.objects.create(key=_event_key(esp, event), esp=esp[:50], event_type=event.event_type,
+                                         delivery=delivery)
+    except IntegrityError:
+        return False
+    suppression_add(email=event.recipient, reason=reason, note=f"{esp} {event.event_type}")
+    description = (event.description or event.mta_response or "")[:500]
+    for lead_id in Lead.objects.filter(email__iexact=event.recipient.strip()).values_list("pk", flat=True):
+        _lead_event(lead_id, LeadEvent.Kind.NOTE,
+                    note=str(_("Email %(event)s: %(detail)s")) % {"event": event.event_type, "detail": description},
+                    data={"nurturing": event.event_type, "provider": esp,
+                          "delivery": delivery.pk if delivery else None})
+    return True

@@ -151,6 +151,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "leads.tasks.sweep_import_jobs",
         "schedule": 60.0,
     },
+    # Nurturing: enroll segment entrants; send due emails; stale claims back to pending.
+    "nurture-enroll": {
+        "task": "nurturing.tasks.enroll_entrants",
+        "schedule": 300.0,
+    },
+    "nurture-dispatch": {
+        "task": "nurturing.tasks.dispatch_due",
+        "schedule": 60.0,
+    },
+    "nurture-sweep-claims": {
+        "task": "nurturing.tasks.sweep_stale_claims",
+        "schedule": 300.0,
+    },
     # Rescoring jobs left pending or abandoned by a dead worker.
     "sweep-rescore-jobs": {
         "task": "scoring.tasks.sweep_rescore_jobs",
@@ -166,6 +179,13 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 FUNIL_SENDER_NAME = env("FUNIL_SENDER_NAME", default="Funil")
 FUNIL_SENDER_ADDRESS = env("FUNIL_SENDER_ADDRESS", default="")
 FUNIL_BASE_URL = env("FUNIL_BASE_URL", default="http://127.0.0.1:8000")
+# The mailbox of List-Unsubscribe's mailto (default: unsubscribe@ the sender's domain).
+FUNIL_UNSUBSCRIBE_MAILTO = env("FUNIL_UNSUBSCRIBE_MAILTO", default="")
+# Provider webhooks (/anymail/<provider>/tracking/): the basic-auth "user:password" the
+# provider is configured with; provider signing keys go in ANYMAIL_<PROVIDER>_... too.
+ANYMAIL = {key: value for key, value in {
+    "WEBHOOK_SECRET": env("ANYMAIL_WEBHOOK_SECRET", default=""),
+}.items() if value}
 
 # --- Auth ---------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

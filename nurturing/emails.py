@@ -1,0 +1,225 @@
+"""Rendering a nurture email: the marketer's template for one lead, the text part
+derived from the HTML when empty, tracked links, the open pixel, the footer and the
+compliance headers (List-Unsubscribe with an https URL and a mailto, RFC 8058 one-click)."""
+
+import functools
+import html
+import re
+from email.utils import make_msgid, parseaddr
+from html.parser import HTMLParser
+from urllib.parse import quote
+
+from django.conf import settings
+from django.core import signing
+from django.core.mail import EmailMultiAlternatives
+from django.template import Context, Template
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+UNSUBSCRIBE_SALT = "nurturing.unsubscribe"
+CLICK_SALT = "nurturing.click"
+OPEN_SALT = "nurturing.open"
+
+# --- HTML to text ---------------------------------------------------------------------
+
+_BLOCK_TAGS = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "hr", "blockquote"}
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts = []
+        self.skip = 0
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style", "head", "title"):
+            self.skip += 1
+        elif tag == "li":
+            self.parts.append("\n* ")
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+        if tag == "a":
+            self.links.append(dict(attrs).get("href") or "")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style", "head", "title"):
+            self.skip = max(0, self.skip - 1)
+        elif tag in _BLOCK_TAGS or tag == "li":
+            self.parts.append("\n")
+        if tag == "a" and self.links:
+            href = self.links.pop()
+            if href.startswith(("http://", "https://")):
+                self.parts.append(f" ({href})")
+
+    def handle_data(self, data):
+        if not self.skip:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(source):
+    """A readable plain-text version of an HTML email: paragraphs, list items, link targets."""
+    parser = _TextExtractor()
+    parser.feed(source)
+    parser.close()
+    text = "".join(parser.parts)
+    lines = [line.strip() for line in text.splitlines()]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+# --- Tokens and URLs ------------------------------------------------------------------
+
+
+def absolute(path):
+    return settings.FUNIL_BASE_URL.rstrip("/") + path
+
+
+@functools.lru_cache(maxsize=16)
+def _path_with(name, placeholder="TOKEN"):
+    return reverse(name, args=[placeholder])
+
+
+def _token_url(name, token):
+    return absolute(_path_with(name).replace("TOKEN", token))
+
+
+def unsubscribe_token(*, lead_id, delivery_id=None):
+    return signing.dumps({"l": lead_id, "d": delivery_id}, salt=UNSUBSCRIBE_SALT, compress=True)
+
+
+def read_unsubscribe_token(token):
+    """(lead_id, delivery_id) or raise signing.BadSignature."""
+    data = signing.loads(token, salt=UNSUBSCRIBE_SALT)
+    return int(data["l"]), (int(data["d"]) if data.get("d") is not None else None)
+
+
+def unsubscribe_url(token):
+    return _token_url("nurturing:unsubscribe", token)
+
+
+def unsubscribe_mailto(token):
+    address = getattr(settings, "FUNIL_UNSUBSCRIBE_MAILTO", "") or _default_unsubscribe_mailbox()
+    return f"mailto:{address}?subject={quote('unsubscribe ' + token)}"
+
+
+def _default_unsubscribe_mailbox():
+    _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
+    domain = address.rpartition("@")[2] or "localhost"
+    return f"unsubscribe@{domain}"
+
+
+def click_url(*, delivery_id, url):
+    token = signing.dumps({"d": delivery_id, "u": url}, salt=CLICK_SALT, compress=True)
+    return _token_url("nurturing:click", token)
+
+
+def read_click_token(token):
+    data = signing.loads(token, salt=CLICK_SALT)
+    url = str(data["u"])
+    if not url.startswith(("http://", "https://")):
+        raise signing.BadSignature("not a web link")
+    return int(data["d"]), url
+
+
+def open_url(*, delivery_id):
+    token = signing.dumps(delivery_id, salt=OPEN_SALT)
+    return _token_url("nurturing:open", token)
+
+
+def read_open_token(token):
+    return int(signing.loads(token, salt=OPEN_SALT))
+
+
+_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.IGNORECASE)
+
+
+def track_links(source, *, delivery_id):
+    """Point every web link of the HTML at the signed click redirect of this delivery."""
+
+    def replace(match):
+        target = html.unescape(match.group(3))
+        return f"{match.group(1)}{match.group(2)}{html.escape(click_url(delivery_id=delivery_id, url=target))}" \
+               f"{match.group(2)}"
+
+    return _HREF.sub(replace, source)
+
+
+# --- Rendering ------------------------------------------------------------------------
+
+_compiled = {}
+
+
+def _compile(template, field):
+    key = (template.pk, field, template.updated_at, getattr(template, field))
+    compiled = _compiled.get(key)
+    if compiled is None:
+        if len(_compiled) > 500:
+            _compiled.clear()
+        compiled = _compiled[key] = Template(getattr(template, field))
+    return compiled
+
+
+def template_context(*, lead, unsubscribe):
+    return {
+        "lead": lead,
+        "unsubscribe_url": unsubscribe,
+        "sender_name": settings.FUNIL_SENDER_NAME,
+        "sender_address": settings.FUNIL_SENDER_ADDRESS,
+    }
+
+
+def render_parts(template, *, lead, unsubscribe):
+    """(subject, html, text) of ``template`` for ``lead``; raises TemplateSyntaxError on a broken template."""
+    context = Context(template_context(lead=lead, unsubscribe=unsubscribe), autoescape=True)
+    subject = " ".join(_compile(template, "subject").render(context).split())
+    body_html = _compile(template, "html_body").render(context)
+    if template.text_body.strip():
+        text_context = Context(template_context(lead=lead, unsubscribe=unsubscribe), autoescape=False)
+        body_text = _compile(template, "text_body").render(text_context)
+    else:
+        body_text = html_to_text(body_html)
+    return subject, body_html, body_text
+
+
+def _footer(unsubscribe):
+    context = {
+        "sender_name": settings.FUNIL_SENDER_NAME, "sender_address": settings.FUNIL_SENDER_ADDRESS,
+        "unsubscribe_url": unsubscribe,
+    }
+    return (render_to_string("emails/nurture-footer.html", context),
+            render_to_string("emails/nurture-footer.txt", context))
+
+
+def _append_to_body(source, extra):
+    index = source.lower().rfind("</body>")
+    return source + extra if index < 0 else source[:index] + extra + source[index:]
+
+
+def message_domain():
+    _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
+    return address.rpartition("@")[2] or "localhost"
+
+
+def build_message(*, template, lead, to, delivery_id=None, connection=None, track=True):
+    """The EmailMultiAlternatives of one nurture email, and its Message-ID.
+
+    ``delivery_id`` None is a preview or test send: links are not tracked, no pixel."""
+    token = unsubscribe_token(lead_id=lead.pk, delivery_id=delivery_id)
+    unsubscribe = unsubscribe_url(token)
+    subject, body_html, body_text = render_parts(template, lead=lead, unsubscribe=unsubscribe)
+    footer_html, footer_text = _footer(unsubscribe)
+    if track and delivery_id is not None:
+        body_html = track_links(body_html, delivery_id=delivery_id)
+        footer_html += f'<img src="{html.escape(open_url(delivery_id=delivery_id))}" width="1" height="1" alt="">'
+    body_html = _append_to_body(body_html, footer_html)
+    body_text = body_text.rstrip("\n") + "\n\n" + footer_text
+    message_id = make_msgid(domain=message_domain())
+    headers = {
+        "Message-ID": message_id,
+        "List-Unsubscribe": f"<{unsubscribe}>, <{unsubscribe_mailto(token)}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    message = EmailMultiAlternatives(subject, body_text, to=[to], headers=headers, connection=connection)
+    message.attach_alternative(body_html, "text/html")
+    return message, message_id

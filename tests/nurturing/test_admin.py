@@ -1,0 +1,62 @@
+import pytest
+from django.core import mail
+from django.test import Client
+
+from nurturing.models import Sequence
+
+from .factories import sequence, template
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def marketer_client(marketer):
+    from django.contrib.auth.models import Permission
+
+    marketer.user_permissions.add(*Permission.objects.filter(content_type__app_label="nurturing"))
+    client = Client()
+    client.force_login(marketer)
+    return client
+
+
+def test_the_preview_renders_the_template_for_a_chosen_lead(marketer_client, make_disqualified):
+    lead = make_disqualified(first_name="Joana", company="Pallets Joana")
+    tpl = template()
+
+    response = marketer_client.get(f"/admin/nurturing/emailtemplate/{tpl.pk}/preview/?lead={lead.pk}")
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Olá Joana" in content and "Pallets Joana" in content and "List-Unsubscribe" in content
+    sample = marketer_client.get(f"/admin/nurturing/emailtemplate/{tpl.pk}/preview/?lead=999999")
+    assert sample.status_code == 200 and "Ana" in sample.content.decode()
+
+
+def test_a_broken_template_shows_its_error_instead_of_a_500(marketer_client):
+    tpl = template(html="{% for %}")
+    response = marketer_client.get(f"/admin/nurturing/emailtemplate/{tpl.pk}/preview/")
+    assert response.status_code == 200 and "does not render" in response.content.decode()
+
+
+def test_the_test_send_goes_to_the_marketer_with_the_headers(marketer_client, marketer, make_disqualified):
+    lead = make_disqualified(first_name="Joana")
+    tpl = template()
+    response = marketer_client.post(f"/admin/nurturing/emailtemplate/{tpl.pk}/test-send/", {"lead": lead.pk})
+    assert response.status_code == 302
+    (message,) = mail.outbox
+    assert message.to == [marketer.email]
+    assert message.subject == "[Test] Olá Joana"
+    assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_the_sequence_admin_saves_steps_and_validates_the_window(marketer_client):
+    seq = sequence(steps=((0, 0), (3, 0)))
+    assert marketer_client.get(f"/admin/nurturing/sequence/{seq.pk}/change/").status_code == 200
+    assert marketer_client.get("/admin/nurturing/delivery/").status_code == 200
+    assert marketer_client.get("/admin/nurturing/enrollment/").status_code == 200
+    bad = Sequence(name="x", slug="x", send_days=[9], send_from_hour=18, send_until_hour=8, time_zone="Mars/Base")
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as error:
+        bad.full_clean()
+    assert {"send_days", "send_until_hour", "time_zone"} <= set(error.value.message_dict)
