@@ -7,6 +7,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from leads.api.privacy import LeadRightsViewSet
 from leads.api.views import FormViewSet, LeadViewSet
 
 
@@ -21,3 +22,4 @@ class Router(DefaultRouter):
 router = Router()
 router.register("leads", LeadViewSet, basename="lead")
 router.register("forms", FormViewSet, basename="form")
+router.register("lead-rights", LeadRightsViewSet, basename="lead-rights")
