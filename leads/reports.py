@@ -152,7 +152,9 @@ class Period:
         return start, end
 
     def months(self):
-        return self.start.replace(day=1), self.end.replace(day=1)
+        """[first day of the start's month, first day of the month after the end's)."""
+        after = (self.end.replace(day=1) + datetime.timedelta(days=32)).replace(day=1)
+        return self.start.replace(day=1), after
 
 
 def cohort(*, period, base=None):
@@ -234,15 +236,15 @@ def _row(key, label, values, spend=None):
 
 
 def spend_total(period):
-    first, last = period.months()
-    total = SpendRecord.objects.filter(month__gte=first, month__lte=last).aggregate(total=Sum("amount"))["total"]
+    first, after = period.months()
+    total = SpendRecord.objects.filter(month__gte=first, month__lt=after).aggregate(total=Sum("amount"))["total"]
     return total if total is not None else Decimal("0")
 
 
 def spend_by(dimension, period):
     """{group key: spend} for the source or campaign breakdowns; None for the others."""
-    first, last = period.months()
-    records = SpendRecord.objects.filter(month__gte=first, month__lte=last).order_by()
+    first, after = period.months()
+    records = SpendRecord.objects.filter(month__gte=first, month__lt=after).order_by()
     if dimension == "source":
         return dict(records.filter(source__isnull=False).values_list("source_id").annotate(total=Sum("amount")))
     if dimension == "utm_campaign":
@@ -328,9 +330,9 @@ def reasons_trend(leads, reason_rows):
 
 
 def months_between(period):
-    first, last = period.months()
+    first, after = period.months()
     months = []
-    while first <= last:
+    while first < after:
         months.append(first)
         first = (first + datetime.timedelta(days=32)).replace(day=1)
     return months
