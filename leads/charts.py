@@ -2,6 +2,7 @@
 no chart library. Each SVG has a <title> and <desc> (read by screen readers through
 ``aria-labelledby``); the page shows the same numbers in a table next to it."""
 
+import math
 from itertools import count
 
 from django.utils.html import escape
@@ -81,8 +82,9 @@ def bars(labels, series, *, title, desc):
 
 def lines(x_labels, series, *, title, desc):
     """Lines over ``x_labels`` (e.g. months): ``series`` [(name, [values])]."""
-    top = max((v or 0 for _, vs in series for v in vs), default=0) or 1
-    left, right, top_pad, bottom = 50, 20, 34, 40
+    highest = max((v or 0 for _, vs in series for v in vs), default=0)
+    top = max(4, math.ceil(highest / 4) * 4)  # four whole-number steps on the scale
+    left, right, top_pad, bottom = 50, 36, 34, 40
     height = 260
     plot_w, plot_h = WIDTH - left - right, height - top_pad - bottom
     step = plot_w / max(len(x_labels) - 1, 1)

@@ -55,12 +55,13 @@ class DashboardForm(forms.Form):
 def _fmt(kind, value):
     if value is None:
         return "–"
+    # number_format cuts extra decimals off; round first so 1.99 shows as 2.0.
     if kind == "pct":
-        return formats.number_format(Decimal(value) * 100, 1) + " %"
+        return formats.number_format(round(Decimal(value) * 100, 1), 1) + " %"
     if kind == "money":
-        return formats.number_format(Decimal(value), 2, use_l10n=True, force_grouping=True)
+        return formats.number_format(round(Decimal(value), 2), 2, use_l10n=True, force_grouping=True)
     if kind == "hours":
-        return formats.number_format(Decimal(value) / 3600, 1)
+        return formats.number_format(round(Decimal(value) / 3600, 1), 1)
     if kind == "int":
         return formats.number_format(value, 0, force_grouping=True)
     return str(value)
