@@ -678,3 +678,22 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event} → {self.endpoint} · {self.get_status_display()}"
+
+
+class LeadRuleMatches(models.Model):
+    """Which rules of a ruleset a lead matched when last evaluated for the reports: bit
+    ``i`` of ``mask`` is the ruleset's i-th active rule (in rule order). Refreshed in the
+    background (``leads.reports.rule_matches_refresh``), so the dashboard's rule
+    effectiveness is a cheap aggregate over a million leads."""
+
+    lead = models.OneToOneField(Lead, on_delete=models.CASCADE, primary_key=True, related_name="rule_matches")
+    ruleset = models.ForeignKey("scoring.Ruleset", on_delete=models.CASCADE, related_name="+", db_index=False)
+    mask = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("rule matches of a lead")
+        verbose_name_plural = _("rule matches of leads")
+
+    def __str__(self):
+        return f"{self.lead_id} · {self.mask:b}"

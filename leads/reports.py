@@ -23,7 +23,24 @@ import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Aggregate, Avg, Case, Count, Exists, F, FloatField, Func, OuterRef, Q, Sum, Value, When
+from django.db.models import (
+    Aggregate,
+    Avg,
+    BigIntegerField,
+    Case,
+    Count,
+    Exists,
+    F,
+    FilteredRelation,
+    FloatField,
+    Func,
+    Max,
+    OuterRef,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -372,34 +389,104 @@ class RuleRow:
         return _ratio(self.bad_fit, self.good_fit + self.bad_fit)
 
 
-def rule_effectiveness(leads, *, now=None):
-    """For each active rule of the active ruleset: the cohort leads it matches now, and
-    how many of them qualified, converted, or were rated good / bad fit. One query."""
-    from scoring import services as scoring_services
+MAX_RULES = 63  # bits of LeadRuleMatches.mask
+
+
+def _active_ruleset():
     from scoring.models import Ruleset
 
-    ruleset = Ruleset.objects.filter(state=Ruleset.State.ACTIVE).prefetch_related("rules__reason").first()
+    return Ruleset.objects.filter(state=Ruleset.State.ACTIVE).prefetch_related("rules__reason").first()
+
+
+def _report_rules(ruleset):
+    return [rule for rule in ruleset.rules.all() if rule.active][:MAX_RULES]
+
+
+def rule_matches_refresh(*, chunk_size=20000, now=None, limit=None):
+    """Store, for every lead whose figures are missing or stale (never computed, computed
+    for another ruleset, or changed since), which rules of the active ruleset it matches.
+    Set-based: one INSERT … SELECT … ON CONFLICT per chunk of ids, the rules compiled to
+    SQL by ``scoring.compiler``. Returns the number of leads refreshed."""
+    from django.db import connection, transaction
+
+    from scoring import services as scoring_services
+
+    from .models import LeadRuleMatches
+
+    ruleset = _active_ruleset()
     if ruleset is None:
-        return None, []
+        return 0
     now = now or timezone.now()
+    rules = _report_rules(ruleset)
     compiled = scoring_services.compile_ruleset(ruleset, now=now)
-    rules = [rule for rule in ruleset.rules.all() if rule.active]
-    if not rules:
-        return ruleset, []
-    aggregates = {}
-    for index, rule in enumerate(rules):
-        matches = compiled.condition(rule.to_engine())
-        aggregates[f"m{index}"] = Count("id", filter=matches)
-        aggregates[f"q{index}"] = Count("id", filter=matches & REACHED_QUALIFIED)
-        aggregates[f"c{index}"] = Count("id", filter=matches & CONVERTED)
-        aggregates[f"g{index}"] = Count("id", filter=matches & Q(fit="good"))
-        aggregates[f"b{index}"] = Count("id", filter=matches & Q(fit="bad"))
-    values = leads.aggregate(**aggregates)
+    bits = [Case(When(compiled.condition(rule.to_engine()), then=Value(1 << i)), default=Value(0),
+                 output_field=BigIntegerField()) for i, rule in enumerate(rules)]
+    mask = sum(bits[1:], bits[0]) if bits else Value(0, output_field=BigIntegerField())
+    fresh = LeadRuleMatches.objects.filter(lead=OuterRef("pk"), ruleset=ruleset,
+                                           computed_at__gte=OuterRef("updated_at"))
+    stale = Lead.objects.filter(~Exists(fresh)).order_by("pk")
+    table = connection.ops.quote_name(LeadRuleMatches._meta.db_table)
+    done, after = 0, 0
+    while limit is None or done < limit:
+        ids = list(stale.filter(pk__gt=after).values_list("pk", flat=True)[:chunk_size])
+        if not ids:
+            break
+        select = (Lead.objects.filter(pk__in=ids).order_by()
+                  .annotate(r_id=F("pk"), r_mask=mask).values_list("r_id", "r_mask"))
+        sql, params = select.query.sql_with_params()
+        # WHERE true: SQLite needs it to parse INSERT … SELECT … ON CONFLICT.
+        statement = (
+            f"INSERT INTO {table} (lead_id, mask, ruleset_id, computed_at) "
+            f"SELECT x.r_id, x.r_mask, %s, %s FROM ({sql}) x WHERE true "
+            f"ON CONFLICT (lead_id) DO UPDATE SET ruleset_id = excluded.ruleset_id, mask = excluded.mask, "
+            f"computed_at = excluded.computed_at"
+        )
+        stamp = LeadRuleMatches._meta.get_field("computed_at").get_db_prep_save(now, connection)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement, [ruleset.pk, stamp, *params])
+        done += len(ids)
+        after = ids[-1]
+    return done
+
+
+def rule_effectiveness(leads):
+    """For each active rule of the active ruleset: the cohort leads it matched when last
+    evaluated (``rule_matches_refresh``), and how many of them qualified, converted, or
+    were rated good / bad fit; plus how many cohort leads have fresh figures. One query
+    over the stored bit masks."""
+    ruleset = _active_ruleset()
+    if ruleset is None:
+        return None, [], {}
+    rules = _report_rules(ruleset)
+    # Few distinct combinations of matched rules exist: the database groups the cohort by
+    # its bit mask (one pass), and each group's counts are added to the rules it has.
+    groups = (
+        leads.annotate(stored=FilteredRelation("rule_matches", condition=Q(rule_matches__ruleset=ruleset)))
+        .values(r_mask=F("stored__mask"))
+        .annotate(n=Count("id"), qualified=Count("id", filter=REACHED_QUALIFIED),
+                  converted=Count("id", filter=CONVERTED), good=Count("id", filter=Q(fit="good")),
+                  bad=Count("id", filter=Q(fit="bad")), computed_at=Max("stored__computed_at"))
+        .order_by()
+    )
+    totals = [[0, 0, 0, 0, 0] for _rule in rules]
+    coverage = {"covered": 0, "cohort": 0, "computed_at": None}
+    for group in groups:
+        coverage["cohort"] += group["n"]
+        mask = group["r_mask"]
+        if mask is None:
+            continue
+        coverage["covered"] += group["n"]
+        if coverage["computed_at"] is None or group["computed_at"] > coverage["computed_at"]:
+            coverage["computed_at"] = group["computed_at"]
+        counts = (group["n"], group["qualified"], group["converted"], group["good"], group["bad"])
+        for index in range(len(rules)):
+            if mask & (1 << index):
+                total = totals[index]
+                for position, value in enumerate(counts):
+                    total[position] += value
     return ruleset, [
-        RuleRow(rule.pk, rule.name, rule.effect, rule.points, values[f"m{i}"], values[f"q{i}"], values[f"c{i}"],
-                values[f"g{i}"], values[f"b{i}"])
-        for i, rule in enumerate(rules)
-    ]
+        RuleRow(rule.pk, rule.name, rule.effect, rule.points, *totals[i]) for i, rule in enumerate(rules)
+    ], coverage
 
 
 def requalification(*, period, base=None):
@@ -432,6 +519,7 @@ class Dashboard:
     quality: list = field(default_factory=list)
     ruleset: object = None
     rules: list = field(default_factory=list)
+    rules_coverage: dict = field(default_factory=dict)
     requalification: dict = field(default_factory=dict)
 
 
@@ -441,12 +529,12 @@ def dashboard(*, period, breakdown_by="", base=None, now=None):
         raise ValueError(f"unknown breakdown {breakdown_by!r}")
     leads = cohort(period=period, base=base)
     reason_rows = reasons(leads)
-    ruleset, rule_rows = rule_effectiveness(leads, now=now)
+    ruleset, rule_rows, coverage = rule_effectiveness(leads)
     return Dashboard(
         period=period, breakdown_by=breakdown_by, total=funnel(leads, period),
         groups=breakdown(leads, breakdown_by, period) if breakdown_by else [],
         reasons=reason_rows, reasons_trend=reasons_trend(leads, reason_rows), months=months_between(period),
-        quality=quality_by_source(leads), ruleset=ruleset, rules=rule_rows,
+        quality=quality_by_source(leads), ruleset=ruleset, rules=rule_rows, rules_coverage=coverage,
         requalification=requalification(period=period, base=base),
     )
 

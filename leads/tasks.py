@@ -51,3 +51,11 @@ def sweep_webhooks():
     from . import webhooks
 
     return webhooks.webhook_deliveries_sweep()
+
+
+@shared_task
+def refresh_rule_matches():
+    """Beat: which rules each new or changed lead matches, for the dashboard."""
+    from . import reports
+
+    return reports.rule_matches_refresh()

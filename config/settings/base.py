@@ -151,6 +151,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "leads.tasks.sweep_webhooks",
         "schedule": 60.0,
     },
+    # manage.py refresh_rule_matches: the dashboard's rule effectiveness.
+    "refresh-rule-matches": {
+        "task": "leads.tasks.refresh_rule_matches",
+        "schedule": 600.0,
+    },
     # manage.py purge_stale --older-than 730 --apply. Off until a person decides the
     # retention period: enable it (and set its days) in admin, Periodic tasks.
     "purge-stale-leads": {

@@ -76,6 +76,7 @@ def world(manager, rep):
     SpendRecord.objects.create(month=month, source=site, amount=Decimal("1000"))
     SpendRecord.objects.create(month=period.end.replace(day=1), utm_campaign="promo", amount=Decimal("500"))
     SpendRecord.objects.create(month=(month - timedelta(days=40)).replace(day=1), source=site, amount=Decimal("999"))
+    reports.rule_matches_refresh()
     return {"period": period, "site": site, "ads": ads, "ruleset": ruleset}
 
 
@@ -150,6 +151,24 @@ def test_rule_effectiveness_counts_the_leads_each_rule_matches_and_their_outcome
     assert (no_budget.matched, no_budget.qualified) == (1, 0)
     company = rules["Empresa média"]  # l1 (120)
     assert (company.matched, company.converted) == (1, 1)
+
+
+def test_rule_matches_are_refreshed_only_for_new_or_changed_leads(world, manager):
+    assert reports.rule_matches_refresh() == 0  # nothing changed since the fixture's refresh
+    l5 = Lead.objects.get(email="l5@cliente.com.br")
+    services.lead_update_contact(lead=l5, actor=manager, fields={"state": "SP"})
+    LeadFactory(email="new@cliente.com.br", state="MG", interest="paletes")
+    assert reports.rule_matches_refresh() == 2
+    data = reports.dashboard(period=world["period"])
+    rules = {r.name: r for r in data.rules}
+    assert rules["Fora de SP"].matched == 1  # l5 now in SP; the new MG lead is outside
+    assert data.rules_coverage["covered"] == data.rules_coverage["cohort"] == 7
+
+
+def test_leads_not_yet_evaluated_are_reported_as_not_covered(world):
+    LeadFactory(email="late@cliente.com.br", state="MG", interest="paletes")
+    coverage = reports.dashboard(period=world["period"]).rules_coverage
+    assert (coverage["covered"], coverage["cohort"]) == (6, 7)
 
 
 def test_requalified_leads_and_their_conversions(world):
