@@ -58,6 +58,7 @@ def lead_create(*, actor=None, source=None, form=None, attributes=None, event_da
         source=source, form=form, attributes=attributes or {}, last_activity_at=now, **fields
     )
     _event(lead, LeadEvent.Kind.CAPTURED, actor=actor, data=event_data or {})
+    _webhook(lead, "lead.created")
     return lead
 
 
@@ -130,6 +131,8 @@ def lead_change_status(*, lead, status, actor=None, reason=None, note="", requal
             **({"deal_value": str(deal_value)} if deal_value is not None else {}),
         },
     )
+    if status != old_status:
+        _webhook(lead, status)
     return lead
 
 
@@ -262,6 +265,9 @@ def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, 
                       "temperature": verdict.temperature, "explanation": verdict.explanation},
             ))
         LeadEvent.objects.bulk_create(events)
+        _webhook(lead, "lead.created")
+        if scored:
+            _webhook(lead, lead.status)
     else:
         filled = [name for name, value in fields.items() if name in MERGEABLE_FIELDS and _is_empty(getattr(lead, name))
                   and not _is_empty(value)]
@@ -327,6 +333,13 @@ def _qualify(lead):
     from scoring.services import lead_qualify
 
     lead_qualify(lead=lead)
+
+
+def _webhook(lead, event):
+    """Outbound webhooks for this change (written in this transaction, sent after commit)."""
+    from . import webhooks
+
+    webhooks.webhook_event_record(lead=lead, event=webhooks.STATUS_EVENTS.get(event, event))
 
 
 def _is_empty(value):

@@ -103,6 +103,8 @@ def webhook_event_record(*, lead, event):
     caller's transaction, and send them after commit. Returns the deliveries."""
     from .models import WebhookDelivery, WebhookEndpoint
 
+    if event not in WebhookEndpoint.EVENTS:
+        return []
     endpoints = [ep for ep in WebhookEndpoint.objects.filter(active=True) if event in (ep.events or [])]
     if not endpoints:
         return []
@@ -116,8 +118,8 @@ def webhook_event_record(*, lead, event):
         )
         deliveries.append(delivery)
     WebhookDelivery.objects.bulk_create(deliveries)
-    ids = [d.pk for d in WebhookDelivery.objects.filter(public_id__in=[d.public_id for d in deliveries])
-           .values_list("pk", flat=True)]
+    ids = list(WebhookDelivery.objects.filter(public_id__in=[d.public_id for d in deliveries])
+               .values_list("pk", flat=True))
     transaction.on_commit(lambda: _enqueue(ids))
     return deliveries
 
