@@ -229,3 +229,10 @@ def test_an_empty_period_renders_without_figures(client, manager):
     client.force_login(manager)
     response = client.get(reverse("insights:dashboard"))
     assert response.status_code == 200
+
+
+def test_the_dashboard_speaks_portuguese_to_a_pt_br_browser(client, world, manager):
+    client.force_login(manager)
+    response = client.get(reverse("insights:dashboard"), HTTP_ACCEPT_LANGUAGE="pt-BR")
+    html = response.content.decode()
+    assert "Painel" in html and "Eficácia das regras" in html and "Baixar “Funil” em CSV" in html
