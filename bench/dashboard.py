@@ -143,14 +143,17 @@ def main():
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/funil_insights_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7", help="only for the settings")
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the database a previous run loaded (same size) and only time the pages")
     args = parser.parse_args()
     n = args.leads or (QUICK_LEADS if args.quick else MILLION)
 
     env = bench_env(args.database_url, args.redis_url)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"  # the test client's host and no https redirect
     print(f"machine: {machine()}")
-    print(f"database: {args.database_url} (recreated)")
-    recreate_database(args.database_url)
+    print(f"database: {args.database_url} ({'reused' if args.reuse else 'recreated'})")
+    if not args.reuse:
+        recreate_database(args.database_url)
     manage(env, "migrate", "--noinput", "-v0")
     os.environ.update(env)
     import django
@@ -166,30 +169,33 @@ def main():
 
     now = timezone.now()
     start = time.perf_counter()
-    with transaction.atomic():
-        with connection.cursor() as cursor:  # columns the generator predates
-            cursor.execute("ALTER TABLE leads_lead ALTER COLUMN fit SET DEFAULT '', "
-                           "ALTER COLUMN fit_note SET DEFAULT ''")
-        _rescore_data.load(connection, n, now=now, seed=args.seed)
-        enrich(connection, now)
-    rules = activate_ruleset()
-    loaded = time.perf_counter() - start
-    from leads.reports import rule_matches_refresh
+    if not args.reuse:
+        with transaction.atomic():
+            with connection.cursor() as cursor:  # columns the generator predates
+                cursor.execute("ALTER TABLE leads_lead ALTER COLUMN fit SET DEFAULT '', "
+                               "ALTER COLUMN fit_note SET DEFAULT ''")
+            _rescore_data.load(connection, n, now=now, seed=args.seed)
+            enrich(connection, now)
+        rules = activate_ruleset()
+        loaded = time.perf_counter() - start
+        from leads.reports import rule_matches_refresh
 
-    start = time.perf_counter()
-    refreshed = rule_matches_refresh()
-    refresh_s = time.perf_counter() - start
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-        cursor.execute("SELECT count(*) FROM leads_leadevent")
-        events = cursor.fetchone()[0]
-        cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('leads_lead'))")
-        lead_size = cursor.fetchone()[0]
-    print(f"loaded {n:,} leads ({lead_size}), {events:,} events, {rules} active rules in {loaded:.1f} s")
-    print(f"background job: rule matches of {refreshed:,} leads stored in {refresh_s:.1f} s "
-          f"({refreshed / refresh_s:,.0f} leads/s; beat runs it every 10 min for new and changed leads)")
+        start = time.perf_counter()
+        refreshed = rule_matches_refresh()
+        refresh_s = time.perf_counter() - start
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+            cursor.execute("SELECT count(*) FROM leads_leadevent")
+            events = cursor.fetchone()[0]
+            cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('leads_lead'))")
+            lead_size = cursor.fetchone()[0]
+        print(f"loaded {n:,} leads ({lead_size}), {events:,} events, {rules} active rules in {loaded:.1f} s")
+        print(f"background job: rule matches of {refreshed:,} leads stored in {refresh_s:.1f} s "
+              f"({refreshed / refresh_s:,.0f} leads/s; beat runs it every 10 min for new and changed leads)")
+    else:
+        print(f"reused: {User.objects.count()} users, {n:,} leads assumed loaded")
 
-    admin = User.objects.create_superuser("bench", "bench@example.com", "x")
+    admin, _created = User.objects.get_or_create(username="bench", defaults={"is_superuser": True, "is_staff": True})
     client = Client()
     client.force_login(admin)
     today = timezone.localdate()

@@ -23,6 +23,7 @@ import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     Avg,
@@ -494,11 +495,10 @@ def requalification(*, period, base=None):
     period, and how many of them are converted now."""
     start, end = period.bounds()
     came_back = LeadEvent.objects.filter(
-        lead=OuterRef("pk"), kind=LeadEvent.Kind.REQUALIFIED, to_status=LeadStatus.QUALIFIED,
-        created_at__gte=start, created_at__lt=end,
-    )
+        kind=LeadEvent.Kind.REQUALIFIED, to_status=LeadStatus.QUALIFIED, created_at__gte=start, created_at__lt=end,
+    ).values("lead_id")
     base = Lead.objects.all() if base is None else base
-    values = base.filter(Exists(came_back)).order_by().aggregate(
+    values = base.filter(pk__in=came_back).order_by().aggregate(
         requalified=Count("id"), converted=Count("id", filter=CONVERTED),
         deal_value=Sum("deal_value", filter=CONVERTED),
     )
@@ -523,10 +523,19 @@ class Dashboard:
     requalification: dict = field(default_factory=dict)
 
 
-def dashboard(*, period, breakdown_by="", base=None, now=None):
+def dashboard(*, period, breakdown_by="", base=None):
     """Every figure of the dashboard for ``period`` (and ``base``, e.g. a segment)."""
     if breakdown_by not in BREAKDOWNS:
         raise ValueError(f"unknown breakdown {breakdown_by!r}")
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Compiling these wide aggregates with LLVM costs more than running them.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
+        return _dashboard(period=period, breakdown_by=breakdown_by, base=base)
+
+
+def _dashboard(*, period, breakdown_by, base):
     leads = cohort(period=period, base=base)
     reason_rows = reasons(leads)
     ruleset, rule_rows, coverage = rule_effectiveness(leads)

@@ -11,7 +11,7 @@ Sales managers (and superusers) only; every export and erasure is audited.
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
@@ -30,11 +30,17 @@ class PersonalDataPermission(BasePermission):
         return privacy.can_handle_personal_data(request.user)
 
 
-class NoteSerializer(serializers.Serializer):
+class RightsRequestSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
 
 
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)]),
+    erase=extend_schema(parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)]),
+    withdraw_consent=extend_schema(parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)]),
+)
 class LeadRightsViewSet(viewsets.ViewSet):
+    lookup_value_regex = r"\d+"
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [PersonalDataPermission]
 
@@ -57,19 +63,19 @@ class LeadRightsViewSet(viewsets.ViewSet):
             return Response({"detail": _("No lead has this email.")}, status=404)
         return Response(privacy.lead_export(lead=lead, actor=request.user, via="api"))
 
-    @extend_schema(request=NoteSerializer, responses={200: OpenApiTypes.OBJECT}, summary="Erase a lead's data")
+    @extend_schema(request=RightsRequestSerializer, responses={200: OpenApiTypes.OBJECT}, summary="Erase a lead's data")
     @action(detail=True, methods=["post"])
     def erase(self, request, pk=None):
-        data = NoteSerializer(data=request.data)
+        data = RightsRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         lead = privacy.lead_erase(lead=self._lead(pk), actor=request.user, via="api",
                                   request_note=data.validated_data["note"])
         return Response({"id": lead.pk, "erased": True})
 
-    @extend_schema(request=NoteSerializer, responses={200: OpenApiTypes.OBJECT}, summary="Record a withdrawal")
+    @extend_schema(request=RightsRequestSerializer, responses={200: OpenApiTypes.OBJECT}, summary="Record a withdrawal")
     @action(detail=True, methods=["post"], url_path="withdraw-consent")
     def withdraw_consent(self, request, pk=None):
-        data = NoteSerializer(data=request.data)
+        data = RightsRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         privacy.consent_withdraw(lead=self._lead(pk), actor=request.user, via="api", note=data.validated_data["note"])
         return Response({"id": int(pk), "consent": "withdrawn"})
