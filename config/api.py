@@ -7,6 +7,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from leads.api.privacy import LeadRightsViewSet
 from leads.api.views import FormViewSet, LeadViewSet
 from nurturing.api.views import EnrollmentViewSet, SequenceViewSet
 from scoring.api.views import RescoreJobViewSet, RulesetViewSet
@@ -27,3 +28,4 @@ router.register("rulesets", RulesetViewSet, basename="ruleset")
 router.register("rescore-jobs", RescoreJobViewSet, basename="rescorejob")
 router.register("sequences", SequenceViewSet, basename="sequence")
 router.register("enrollments", EnrollmentViewSet, basename="enrollment")
+router.register("lead-rights", LeadRightsViewSet, basename="lead-rights")

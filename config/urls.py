@@ -35,4 +35,5 @@ urlpatterns = [
     path("", include("nurturing.urls")),
     # Provider webhooks (anymail): /anymail/<provider>/tracking/
     path("anymail/", include("anymail.urls")),
+    path("", include("leads.urls_insights")),
 ]

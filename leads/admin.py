@@ -405,3 +405,86 @@ class AssignmentRuleAdmin(admin.ModelAdmin):
 
             kwargs["queryset"] = selectors.sales_people().order_by("username")
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+# --- Insights: spend, audit, suppression, webhooks --------------------------------------------
+
+from .models import AuditLog, SpendRecord, Suppression, WebhookDelivery, WebhookEndpoint  # noqa: E402
+
+
+@admin.register(SpendRecord)
+class SpendRecordAdmin(admin.ModelAdmin):
+    list_display = ["month", "source", "utm_campaign", "amount", "currency", "note"]
+    list_filter = ["source", "month"]
+    search_fields = ["utm_campaign", "note"]
+    list_select_related = ["source"]
+    date_hierarchy = "month"
+    exclude = ["created_by"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(_ReadOnlyAdmin):
+    """Readable by superusers only: no group is given its permissions."""
+
+    list_display = ["created_at", "action", "actor", "via", "lead_ref", "count"]
+    list_filter = ["action", "via", "created_at"]
+    search_fields = ["lead_ref", "actor__username"]
+    list_select_related = ["actor"]
+    date_hierarchy = "created_at"
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(_ReadOnlyAdmin):
+    list_display = ["email_hash", "reason", "created_at"]
+    list_filter = ["reason"]
+    search_fields = ["email_hash"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["name", "url", "active", "paused_at", "consecutive_failures", "owner"]
+    list_filter = ["active"]
+    search_fields = ["name", "url"]
+    list_select_related = ["owner"]
+    readonly_fields = ["paused_at", "consecutive_failures", "created_at"]
+    actions = ["resume"]
+
+    @admin.action(description=_("Resume and retry failed deliveries"))
+    def resume(self, request, queryset):
+        from . import webhooks
+
+        retried = sum(webhooks.webhook_endpoint_resume(endpoint=endpoint) for endpoint in queryset)
+        self.message_user(request, _("%(count)s deliveries will be retried.") % {"count": retried})
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(_ReadOnlyAdmin):
+    list_display = ["created_at", "endpoint", "event", "status", "attempts", "response_status", "delivered_at"]
+    list_filter = ["status", "event", "endpoint"]
+    search_fields = ["public_id"]
+    list_select_related = ["endpoint"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["public_id", "endpoint", "event", "lead", "body", "status", "attempts", "response_status",
+                       "response_body", "error", "next_attempt_at", "created_at", "delivered_at"]

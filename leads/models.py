@@ -578,3 +578,186 @@ class AssignmentRule(models.Model):
             return False
         keywords = self.keyword_list()
         return not keywords or any(word in fold(lead.interest or "") for word in keywords)
+
+
+# --- Insights: spend, audit, suppression, outbound webhooks --------------------------------------
+
+
+class SpendRecord(models.Model):
+    """Money marketing spent in one month on a source, a UTM campaign, or a campaign of a
+    source. Cost per lead and ROI on the dashboard divide by these. Each record is money
+    spent once: the total spend of a period is the sum of its records."""
+
+    month = models.DateField(_("month"), help_text=_("Any day of the month; stored as its first day."))
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, null=True, blank=True, related_name="spend", verbose_name=_("source")
+    )
+    utm_campaign = models.CharField(_("UTM campaign"), max_length=150, blank=True)
+    amount = models.DecimalField(_("amount"), max_digits=14, decimal_places=2)
+    currency = models.CharField(_("currency"), max_length=3, default="BRL")
+    note = models.CharField(_("note"), max_length=255, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("entered by"), db_index=False,
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("spend record")
+        verbose_name_plural = _("spend records")
+        ordering = ["-month", "source__name", "utm_campaign"]
+        constraints = [
+            models.UniqueConstraint(fields=["month", "source", "utm_campaign"], name="spend_unique_month_target"),
+            models.CheckConstraint(condition=models.Q(amount__gte=0), name="spend_amount_not_negative"),
+        ]
+
+    def __str__(self):
+        target = " · ".join(part for part in (str(self.source or ""), self.utm_campaign) if part)
+        return f"{self.month:%Y-%m} · {target or _('all')} · {self.amount}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if self.source_id is None and not self.utm_campaign:
+            raise ValidationError(_("Choose a source, a UTM campaign, or both."))
+        if self.month:
+            self.month = self.month.replace(day=1)
+
+
+class AuditLog(models.Model):
+    """Who exported, erased or bulk-changed what, and when. Never holds the person's
+    contact data: the lead is referred to by id only."""
+
+    class Action(models.TextChoices):
+        EXPORT = "export", _("Export of a person's data")
+        ERASE = "erase", _("Erasure")
+        PURGE = "purge", _("Retention purge")
+        CONSENT_WITHDRAWN = "consent_withdrawn", _("Consent withdrawn")
+        BULK_CHANGE = "bulk_change", _("Bulk change")
+
+    action = models.CharField(_("action"), max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("by"), db_index=False,
+    )
+    via = models.CharField(_("via"), max_length=20, blank=True, help_text=_("page, api, command, admin…"))
+    lead_ref = models.BigIntegerField(_("lead id"), null=True, blank=True, db_index=True)
+    count = models.PositiveIntegerField(_("leads"), default=1)
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit log")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} · {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Suppression(models.Model):
+    """An email address that must get no marketing email unless its owner consents again
+    after ``created_at``. Only a keyed hash of the address is kept (see ``leads.privacy``)."""
+
+    email_hash = models.CharField(_("email hash"), max_length=64, unique=True)
+    reason = models.CharField(_("reason"), max_length=30)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("suppressed address")
+        verbose_name_plural = _("suppression list")
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.email_hash[:12]}… · {self.reason}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL another system gives us to be told about lead events, signed with ``secret``."""
+
+    EVENTS = ("lead.created", "lead.qualified", "lead.disqualified", "lead.out_of_focus", "lead.converted")
+
+    name = models.CharField(_("name"), max_length=150)
+    url = models.URLField(_("URL"), max_length=500, help_text=_("Must be https."))
+    events = models.JSONField(
+        _("events"), default=list, help_text=_("Any of: lead.created, lead.qualified, lead.disqualified, "
+                                               "lead.out_of_focus, lead.converted."),
+    )
+    secret = models.CharField(_("signing secret"), max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("owner"), help_text=_("Told by email when the endpoint is paused."),
+    )
+    active = models.BooleanField(_("active"), default=True)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("failures in a row"), default=0)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("webhook endpoint")
+        verbose_name_plural = _("webhook endpoints")
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        from .webhooks import validate_endpoint
+
+        validate_endpoint(self)
+
+
+class WebhookDelivery(models.Model):
+    """One event sent (or to be sent) to one endpoint, with the answer of each attempt."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENDING = "sending", _("Sending")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Failed")
+
+    public_id = models.UUIDField(_("id"), default=uuid.uuid4, unique=True, editable=False)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("endpoint")
+    )
+    event = models.CharField(_("event"), max_length=30)
+    lead = models.ForeignKey(
+        Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("lead")
+    )
+    body = models.TextField(_("body"))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    response_status = models.PositiveSmallIntegerField(_("answer status"), null=True, blank=True)
+    response_body = models.TextField(_("answer"), blank=True)
+    error = models.TextField(_("error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhookdelivery_due_idx")]
+
+    def __str__(self):
+        return f"{self.event} → {self.endpoint} · {self.get_status_display()}"
+
+
+class LeadRuleMatches(models.Model):
+    """Which rules of a ruleset a lead matched when last evaluated for the reports: bit
+    ``i`` of ``mask`` is the ruleset's i-th active rule (in rule order). Refreshed in the
+    background (``leads.reports.rule_matches_refresh``), so the dashboard's rule
+    effectiveness is a cheap aggregate over a million leads."""
+
+    lead = models.OneToOneField(Lead, on_delete=models.CASCADE, primary_key=True, related_name="rule_matches")
+    ruleset = models.ForeignKey("scoring.Ruleset", on_delete=models.CASCADE, related_name="+", db_index=False)
+    mask = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("rule matches of a lead")
+        verbose_name_plural = _("rule matches of leads")
+
+    def __str__(self):
+        return f"{self.lead_id} · {self.mask:b}"

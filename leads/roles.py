@@ -28,7 +28,8 @@ GROUP_PERMISSIONS = {
     },
     MARKETING: {
         "leads": ["view_lead", "view_leadevent", "add_importjob", "view_importjob", *_ASSIGNMENT]
-        + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD],
+        + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD]
+        + [f"{a}_{m}" for m in ("spendrecord", "webhookendpoint") for a in _CRUD] + ["view_webhookdelivery"],
         "scoring": "*",
         "nurturing": "*",
         "django_celery_beat": "*",
@@ -68,3 +69,10 @@ def can_work_lead(user, lead):
     if is_manager(user):
         return True
     return user.has_perm("leads.change_lead") and lead.owner_id in (None, user.pk)
+
+
+def can_see_reports(user):
+    """The dashboard: marketers and sales managers (and superusers)."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return is_manager(user) or user.groups.filter(name=MARKETING).exists()

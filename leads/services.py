@@ -75,6 +75,7 @@ def lead_create(*, actor=None, source=None, form=None, attributes=None, event_da
         source=source, form=form, attributes=attributes or {}, last_activity_at=now, **fields
     )
     _event(lead, LeadEvent.Kind.CAPTURED, actor=actor, data=event_data or {})
+    _webhook(lead, "lead.created")
     return lead
 
 
@@ -150,6 +151,8 @@ def lead_change_status(*, lead, status, actor=None, reason=None, note="", requal
     )
     if status == LeadStatus.QUALIFIED and old_status != status and lead.owner_id is None:
         _auto_assign(lead)
+    if status != old_status:
+        _webhook(lead, status)
     return lead
 
 
@@ -313,6 +316,9 @@ def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, 
         LeadEvent.objects.bulk_create(events)
         if lead.status == LeadStatus.QUALIFIED and lead.owner_id is None:
             _auto_assign(lead)
+        _webhook(lead, "lead.created")
+        if scored:
+            _webhook(lead, lead.status)
     else:
         filled = [name for name, value in fields.items() if name in MERGEABLE_FIELDS and _is_empty(getattr(lead, name))
                   and not _is_empty(value)]
@@ -378,6 +384,13 @@ def _qualify(lead):
     from scoring.services import lead_qualify
 
     lead_qualify(lead=lead)
+
+
+def _webhook(lead, event):
+    """Outbound webhooks for this change (written in this transaction, sent after commit)."""
+    from . import webhooks
+
+    webhooks.webhook_event_record(lead=lead, event=webhooks.STATUS_EVENTS.get(event, event))
 
 
 def _is_empty(value):

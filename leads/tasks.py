@@ -33,3 +33,45 @@ def send_assigned_leads_email(user_id, lead_ids):
     from . import assignment
 
     return assignment.assigned_leads_send(user_id=user_id, lead_ids=lead_ids)
+
+
+@shared_task
+def purge_stale(older_than_days=730):
+    """Beat (disabled by default): the retention purge of ``manage.py purge_stale --apply``."""
+    from . import privacy
+
+    return privacy.leads_purge_stale(older_than_days=older_than_days, apply=True, via="beat")
+
+
+@shared_task(bind=True, max_retries=None)
+def deliver_webhook(self, delivery_id):
+    """Attempt one webhook delivery; a failed attempt is retried after the backoff the
+    delivery row records (the beat sweep also finds it, should this message be lost)."""
+    from django.utils import timezone
+
+    from . import webhooks
+    from .models import WebhookDelivery
+
+    status = webhooks.webhook_deliver(delivery_id=delivery_id)
+    if status == WebhookDelivery.Status.PENDING:
+        due = WebhookDelivery.objects.filter(pk=delivery_id).values_list("next_attempt_at", flat=True).first()
+        if due is not None:
+            countdown = max(1, int((due - timezone.now()).total_seconds()))
+            raise self.retry(countdown=countdown)
+    return status
+
+
+@shared_task
+def sweep_webhooks():
+    """Beat: deliveries whose message was lost or whose retry is due."""
+    from . import webhooks
+
+    return webhooks.webhook_deliveries_sweep()
+
+
+@shared_task
+def refresh_rule_matches():
+    """Beat: which rules each new or changed lead matches, for the dashboard."""
+    from . import reports
+
+    return reports.rule_matches_refresh()

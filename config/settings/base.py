@@ -169,6 +169,24 @@ CELERY_BEAT_SCHEDULE = {
         "task": "scoring.tasks.sweep_rescore_jobs",
         "schedule": 60.0,
     },
+    # Outbound webhooks whose retry is due or whose message was lost.
+    "sweep-webhooks": {
+        "task": "leads.tasks.sweep_webhooks",
+        "schedule": 60.0,
+    },
+    # manage.py refresh_rule_matches: the dashboard's rule effectiveness.
+    "refresh-rule-matches": {
+        "task": "leads.tasks.refresh_rule_matches",
+        "schedule": 600.0,
+    },
+    # manage.py purge_stale --older-than 730 --apply. Off until a person decides the
+    # retention period: enable it (and set its days) in admin, Periodic tasks.
+    "purge-stale-leads": {
+        "task": "leads.tasks.purge_stale",
+        "schedule": crontab(minute="30", hour="3"),
+        "kwargs": {"older_than_days": 730},
+        "enabled": False,  # read by django-celery-beat when it creates the entry
+    },
 }
 
 # --- Email ------------------------------------------------------------------

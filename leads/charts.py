@@ -1,0 +1,119 @@
+"""Charts drawn on the server as SVG: a funnel, horizontal bars and lines. No JavaScript,
+no chart library. Each SVG has a <title> and <desc> (read by screen readers through
+``aria-labelledby``); the page shows the same numbers in a table next to it."""
+
+import math
+from itertools import count
+
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+
+PALETTE = ("#2563eb", "#16a34a", "#ea580c", "#9333ea", "#dc2626", "#0891b2", "#ca8a04")
+_ids = count(1)
+WIDTH = 640
+
+
+def _svg(width, height, title, desc, body):
+    n = next(_ids)
+    return mark_safe(
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
+        f'width="100%" preserveAspectRatio="xMinYMin meet" aria-labelledby="chart-t{n} chart-d{n}">'
+        f'<title id="chart-t{n}">{escape(title)}</title><desc id="chart-d{n}">{escape(desc)}</desc>'
+        f'{body}</svg>'
+    )
+
+
+def _number(value):
+    if value is None:
+        return "–"
+    if isinstance(value, float) or hasattr(value, "quantize"):
+        return f"{value:,.1f}".rstrip("0").rstrip(".")
+    return f"{value:,}"
+
+
+def funnel(stages, *, title, desc):
+    """``stages``: [(label, value)], widest first; each a centred bar as wide as its share."""
+    top = max((value or 0 for _, value in stages), default=0) or 1
+    row, gap, label_w = 44, 8, 170
+    height = len(stages) * (row + gap) + gap
+    usable = WIDTH - label_w - 20
+    parts = []
+    for i, (label, value) in enumerate(stages):
+        width = max(2.0, usable * (value or 0) / top)
+        x = label_w + (usable - width) / 2
+        y = gap + i * (row + gap)
+        parts.append(
+            f'<text x="{label_w - 10}" y="{y + row / 2 + 5}" text-anchor="end" font-size="14">{escape(label)}</text>'
+            f'<rect x="{x:.1f}" y="{y}" width="{width:.1f}" height="{row}" rx="4" fill="{PALETTE[i % len(PALETTE)]}">'
+            f'<title>{escape(label)}: {_number(value)}</title></rect>'
+            f'<text x="{label_w + usable / 2:.1f}" y="{y + row / 2 + 5}" text-anchor="middle" font-size="14" '
+            f'fill="#fff" stroke="#000" stroke-width="0.6" paint-order="stroke">{_number(value)}</text>'
+        )
+    return _svg(WIDTH, height, title, desc, "".join(parts))
+
+
+def bars(labels, series, *, title, desc):
+    """Horizontal grouped bars: ``labels`` (one per group), ``series`` [(name, [values])]."""
+    values = [v or 0 for _, vs in series for v in vs]
+    top = max(values, default=0) or 1
+    bar, inner, gap, label_w = 14, 2, 12, 190
+    group_h = len(series) * (bar + inner)
+    legend_h = 24
+    height = legend_h + len(labels) * (group_h + gap) + gap
+    usable = WIDTH - label_w - 70
+    parts = [_legend([name for name, _ in series])]
+    for i, label in enumerate(labels):
+        y0 = legend_h + gap + i * (group_h + gap)
+        text = label if len(label) <= 28 else label[:27] + "…"
+        parts.append(f'<text x="{label_w - 8}" y="{y0 + group_h / 2 + 4}" text-anchor="end" font-size="12">'
+                     f'{escape(text)}</text>')
+        for j, (name, vs) in enumerate(series):
+            value = vs[i]
+            width = usable * (value or 0) / top
+            y = y0 + j * (bar + inner)
+            parts.append(
+                f'<rect x="{label_w}" y="{y}" width="{max(width, 0.5):.1f}" height="{bar}" '
+                f'fill="{PALETTE[j % len(PALETTE)]}"><title>{escape(label)} · {escape(name)}: '
+                f'{_number(value)}</title></rect>'
+                f'<text x="{label_w + width + 4:.1f}" y="{y + bar - 3}" font-size="11">{_number(value)}</text>'
+            )
+    return _svg(WIDTH, height, title, desc, "".join(parts))
+
+
+def lines(x_labels, series, *, title, desc):
+    """Lines over ``x_labels`` (e.g. months): ``series`` [(name, [values])]."""
+    highest = max((v or 0 for _, vs in series for v in vs), default=0)
+    top = max(4, math.ceil(highest / 4) * 4)  # four whole-number steps on the scale
+    left, right, top_pad, bottom = 50, 36, 34, 40
+    height = 260
+    plot_w, plot_h = WIDTH - left - right, height - top_pad - bottom
+    step = plot_w / max(len(x_labels) - 1, 1)
+    parts = [_legend([name for name, _ in series])]
+    for k in range(5):  # horizontal grid with its scale
+        value = top * k / 4
+        y = top_pad + plot_h - plot_h * k / 4
+        parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{_number(round(value))}'
+                     f'</text>')
+    for i, label in enumerate(x_labels):
+        x = left + i * step
+        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle" font-size="11">'
+                     f'{escape(label)}</text>')
+    for j, (name, vs) in enumerate(series):
+        colour = PALETTE[j % len(PALETTE)]
+        points = [(left + i * step, top_pad + plot_h - plot_h * (v or 0) / top) for i, v in enumerate(vs)]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" points="{path}"/>')
+        for (x, y), v, label in zip(points, vs, x_labels, strict=True):
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}">'
+                         f'<title>{escape(name)} · {escape(label)}: {_number(v)}</title></circle>')
+    return _svg(WIDTH, height, title, desc, "".join(parts))
+
+
+def _legend(names):
+    parts, x = [], 10
+    for j, name in enumerate(names):
+        parts.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{PALETTE[j % len(PALETTE)]}"/>'
+                     f'<text x="{x + 16}" y="16" font-size="12">{escape(name)}</text>')
+        x += 28 + 7 * len(name)
+    return "".join(parts)

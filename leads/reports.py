@@ -1,0 +1,549 @@
+"""Reads for the dashboard: how the qualification process performs. Every figure is an
+aggregate computed by the database; Python only arranges the rows it gets back.
+
+The population of a report is a *cohort*: the leads captured in the period (optionally
+narrowed to a saved segment). Each figure is defined once, here:
+
+- captured: leads in the cohort;
+- qualified: those that reached qualification, i.e. have been qualified at some point
+  (``qualified_at`` set) or are converted;
+- converted: status converted; disqualified / out of focus: their status now;
+- time to qualify: ``created_at`` → ``qualified_at`` (the latest qualification);
+- time to first touch: ``qualified_at`` → ``first_touched_at`` (a rep's first action);
+- spend: the spend records of the months the period touches (whole months), matched by
+  source or by UTM campaign for those breakdowns; cost per lead = spend / captured,
+  cost per qualified lead = spend / qualified, ROI = (deal value of converted − spend) / spend;
+- rule effectiveness: which leads each rule of the active ruleset matches *now* (the
+  rule compiled to SQL by ``scoring.compiler``), and how those leads ended up;
+- requalification: leads with a 'requalified' event to qualified within the period, and
+  how many of those are converted now.
+"""
+
+import datetime
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import (
+    Aggregate,
+    Avg,
+    BigIntegerField,
+    Case,
+    Count,
+    Exists,
+    F,
+    FilteredRelation,
+    FloatField,
+    Func,
+    Max,
+    OuterRef,
+    Q,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import TruncMonth
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .models import Form, Lead, LeadEvent, LeadStatus, Reason, Source, SpendRecord
+
+BREAKDOWNS = {
+    "": _("None"),
+    "source": _("Source"),
+    "form": _("Form"),
+    "utm_campaign": _("UTM campaign"),
+    "interest": _("Interest"),
+    "rep": _("Rep"),
+}
+_GROUP_COLUMN = {"source": "source_id", "form": "form_id", "utm_campaign": "utm_campaign",
+                 "interest": "interest", "rep": "owner_id"}
+MAX_GROUPS = 25
+TREND_REASONS = 5
+DEFAULT_DAYS = 90
+
+
+# --- Database functions --------------------------------------------------------------------
+
+
+class SecondsBetween(Func):
+    """end − start in seconds (a float), NULL when either is NULL."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_postgresql(self, compiler, connection, **extra):
+        start, start_params = compiler.compile(self.source_expressions[0])
+        end, end_params = compiler.compile(self.source_expressions[1])
+        return f"EXTRACT(EPOCH FROM ({end} - {start}))::float8", [*end_params, *start_params]
+
+    def as_sql(self, compiler, connection, **extra):
+        start, start_params = compiler.compile(self.source_expressions[0])
+        end, end_params = compiler.compile(self.source_expressions[1])
+        return f"((julianday({end}) - julianday({start})) * 86400.0)", [*end_params, *start_params]
+
+
+class _SqliteMedian:
+    def __init__(self):
+        self.values = []
+
+    def step(self, value):
+        if value is not None:
+            self.values.append(value)
+
+    def finalize(self):
+        values = sorted(self.values)
+        n = len(values)
+        if not n:
+            return None
+        middle = n // 2
+        return float(values[middle]) if n % 2 else (values[middle - 1] + values[middle]) / 2.0
+
+
+class Median(Aggregate):
+    """The median of the non-NULL values (the mean of the two middle ones for an even count)."""
+
+    name = "Median"
+    output_field = FloatField()
+    allow_distinct = False
+
+    def as_postgresql(self, compiler, connection, **extra):
+        inner, params = compiler.compile(self.source_expressions[0])
+        return f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {inner})", params
+
+    def as_sqlite(self, compiler, connection, **extra):
+        connection.ensure_connection()
+        connection.connection.create_aggregate("funil_median", 1, _SqliteMedian)
+        inner, params = compiler.compile(self.source_expressions[0])
+        return f"funil_median({inner})", params
+
+
+def _when(condition, value):
+    return Case(When(condition, then=value), default=Value(None), output_field=FloatField())
+
+
+REACHED_QUALIFIED = Q(qualified_at__isnull=False) | Q(status=LeadStatus.CONVERTED)
+CONVERTED = Q(status=LeadStatus.CONVERTED)
+TO_QUALIFY = SecondsBetween(F("created_at"), F("qualified_at"))
+TO_TOUCH = SecondsBetween(F("qualified_at"), F("first_touched_at"))
+TOUCHED = Q(qualified_at__isnull=False, first_touched_at__isnull=False, first_touched_at__gte=F("qualified_at"))
+QUALIFY_TIMED = Q(qualified_at__isnull=False, qualified_at__gte=F("created_at"))
+
+
+def funnel_aggregates():
+    """The per-cohort (or per-group) aggregates of the funnel, as one SELECT's columns."""
+    return {
+        "captured": Count("id"),
+        "qualified": Count("id", filter=REACHED_QUALIFIED),
+        "converted": Count("id", filter=CONVERTED),
+        "disqualified": Count("id", filter=Q(status=LeadStatus.DISQUALIFIED)),
+        "out_of_focus": Count("id", filter=Q(status=LeadStatus.OUT_OF_FOCUS)),
+        "new": Count("id", filter=Q(status=LeadStatus.NEW)),
+        "deal_value": Sum("deal_value", filter=CONVERTED),
+        "qualify_mean": Avg(_when(QUALIFY_TIMED, TO_QUALIFY)),
+        "qualify_median": Median(_when(QUALIFY_TIMED, TO_QUALIFY)),
+        "touch_mean": Avg(_when(TOUCHED, TO_TOUCH)),
+        "touch_median": Median(_when(TOUCHED, TO_TOUCH)),
+        "good_fit": Count("id", filter=Q(fit="good")),
+        "bad_fit": Count("id", filter=Q(fit="bad")),
+    }
+
+
+# --- Parameters ------------------------------------------------------------------------------
+
+
+@dataclass
+class Period:
+    start: datetime.date
+    end: datetime.date  # inclusive
+
+    @classmethod
+    def default(cls, today=None):
+        today = today or timezone.localdate()
+        return cls(start=today - datetime.timedelta(days=DEFAULT_DAYS - 1), end=today)
+
+    def bounds(self):
+        """[start, end) as aware datetimes in the current time zone."""
+        tz = timezone.get_current_timezone()
+        start = datetime.datetime.combine(self.start, datetime.time.min, tzinfo=tz)
+        end = datetime.datetime.combine(self.end + datetime.timedelta(days=1), datetime.time.min, tzinfo=tz)
+        return start, end
+
+    def months(self):
+        """[first day of the start's month, first day of the month after the end's)."""
+        after = (self.end.replace(day=1) + datetime.timedelta(days=32)).replace(day=1)
+        return self.start.replace(day=1), after
+
+
+def cohort(*, period, base=None):
+    """Leads captured in ``period`` (of ``base``, e.g. a segment's queryset)."""
+    start, end = period.bounds()
+    base = Lead.objects.all() if base is None else base
+    return base.filter(created_at__gte=start, created_at__lt=end).order_by()
+
+
+# --- Figures ---------------------------------------------------------------------------------
+
+
+def _ratio(numerator, denominator):
+    if not denominator or numerator is None:
+        return None
+    return Decimal(numerator) / Decimal(denominator)
+
+
+@dataclass
+class Row:
+    """The funnel of a cohort or of one group of it, with its money."""
+
+    key: object
+    label: str
+    captured: int = 0
+    qualified: int = 0
+    converted: int = 0
+    disqualified: int = 0
+    out_of_focus: int = 0
+    new: int = 0
+    deal_value: Decimal = Decimal("0")
+    qualify_mean: float | None = None
+    qualify_median: float | None = None
+    touch_mean: float | None = None
+    touch_median: float | None = None
+    good_fit: int = 0
+    bad_fit: int = 0
+    spend: Decimal | None = None
+
+    @property
+    def qualification_rate(self):
+        return _ratio(self.qualified, self.captured)
+
+    @property
+    def conversion_rate(self):
+        """Converted among those that reached qualification."""
+        return _ratio(self.converted, self.qualified)
+
+    @property
+    def overall_rate(self):
+        return _ratio(self.converted, self.captured)
+
+    @property
+    def disqualified_rate(self):
+        return _ratio(self.disqualified, self.captured)
+
+    @property
+    def out_of_focus_rate(self):
+        return _ratio(self.out_of_focus, self.captured)
+
+    @property
+    def cost_per_lead(self):
+        return None if self.spend is None else _ratio(self.spend, self.captured)
+
+    @property
+    def cost_per_qualified(self):
+        return None if self.spend is None else _ratio(self.spend, self.qualified)
+
+    @property
+    def roi(self):
+        if not self.spend:
+            return None
+        return (self.deal_value - self.spend) / self.spend
+
+
+def _row(key, label, values, spend=None):
+    values = {**values, "deal_value": values.get("deal_value") or Decimal("0")}
+    return Row(key=key, label=label, spend=spend, **values)
+
+
+def spend_total(period):
+    first, after = period.months()
+    total = SpendRecord.objects.filter(month__gte=first, month__lt=after).aggregate(total=Sum("amount"))["total"]
+    return total if total is not None else Decimal("0")
+
+
+def spend_by(dimension, period):
+    """{group key: spend} for the source or campaign breakdowns; None for the others."""
+    first, after = period.months()
+    records = SpendRecord.objects.filter(month__gte=first, month__lt=after).order_by()
+    if dimension == "source":
+        return dict(records.filter(source__isnull=False).values_list("source_id").annotate(total=Sum("amount")))
+    if dimension == "utm_campaign":
+        return dict(records.exclude(utm_campaign="").values_list("utm_campaign").annotate(total=Sum("amount")))
+    return None
+
+
+def _labels(dimension, keys):
+    keys = [key for key in keys if key not in (None, "")]
+    if dimension == "source":
+        return dict(Source.objects.filter(pk__in=keys).values_list("pk", "name"))
+    if dimension == "form":
+        return dict(Form.objects.filter(pk__in=keys).values_list("pk", "name"))
+    if dimension == "rep":
+        from django.contrib.auth import get_user_model
+
+        users = get_user_model().objects.filter(pk__in=keys)
+        return {user.pk: user.get_full_name() or user.get_username() for user in users}
+    return {key: key for key in keys}
+
+
+def funnel(leads, period):
+    """The cohort's funnel as one Row."""
+    values = leads.aggregate(**funnel_aggregates())
+    return _row(None, str(_("All leads")), values, spend=spend_total(period))
+
+
+def breakdown(leads, dimension, period):
+    """One Row per group of ``dimension`` (the largest MAX_GROUPS, then 'Other')."""
+    column = _GROUP_COLUMN[dimension]
+    rows = list(leads.values(column).annotate(**funnel_aggregates()).order_by("-captured", column))
+    spend = spend_by(dimension, period)
+    labels = _labels(dimension, [row[column] for row in rows])
+    empty = {"source": _("No source"), "form": _("No form"), "utm_campaign": _("No campaign"),
+             "interest": _("No interest given"), "rep": _("Unassigned")}[dimension]
+    result = []
+    for row in rows[:MAX_GROUPS]:
+        key = row.pop(column)
+        label = labels.get(key) or str(empty)
+        result.append(_row(key, str(label), row, spend=None if spend is None else spend.get(key, Decimal("0"))))
+    if len(rows) > MAX_GROUPS:
+        rest = leads.exclude(**{f"{column}__in": [r.key for r in result if r.key is not None]})
+        if any(r.key is None for r in result):
+            rest = rest.exclude(**{f"{column}__isnull": True})
+        result.append(_row("", str(_("Other")), rest.aggregate(**funnel_aggregates())))
+    return result
+
+
+@dataclass
+class ReasonRow:
+    reason_id: int | None
+    label: str
+    status: str
+    count: int
+
+
+def reasons(leads):
+    """Disqualified and out-of-focus leads of the cohort by reason, most frequent first."""
+    rows = (leads.filter(status__in=[LeadStatus.DISQUALIFIED, LeadStatus.OUT_OF_FOCUS])
+            .values("reason_id", "status").annotate(count=Count("id")).order_by("-count", "reason_id"))
+    rows = list(rows)
+    labels = dict(Reason.objects.filter(pk__in=[r["reason_id"] for r in rows]).values_list("pk", "label"))
+    return [ReasonRow(r["reason_id"], labels.get(r["reason_id"], str(_("No reason"))), r["status"], r["count"])
+            for r in rows]
+
+
+def reasons_trend(leads, reason_rows):
+    """{reason label: {month: count}} for the most frequent reasons, by month of capture."""
+    top = []
+    for row in reason_rows:
+        if row.reason_id not in top:
+            top.append(row.reason_id)
+    top = top[:TREND_REASONS]
+    counts = (leads.filter(status__in=[LeadStatus.DISQUALIFIED, LeadStatus.OUT_OF_FOCUS], reason_id__in=top)
+              .annotate(month=TruncMonth("created_at")).values("month", "reason_id")
+              .annotate(count=Count("id")).order_by("month"))
+    labels = {row.reason_id: row.label for row in reason_rows}
+    series = {labels[pk]: {} for pk in top if pk in labels}
+    for row in counts:
+        month = row["month"].date() if isinstance(row["month"], datetime.datetime) else row["month"]
+        series[labels[row["reason_id"]]][month] = row["count"]
+    return series
+
+
+def months_between(period):
+    first, after = period.months()
+    months = []
+    while first < after:
+        months.append(first)
+        first = (first + datetime.timedelta(days=32)).replace(day=1)
+    return months
+
+
+def quality_by_source(leads):
+    """Sales' ratings of the cohort by source: [(label, good, bad)]."""
+    rows = list(leads.exclude(fit="").values("source_id")
+                .annotate(good=Count("id", filter=Q(fit="good")), bad=Count("id", filter=Q(fit="bad")))
+                .order_by("-bad", "-good", "source_id"))
+    labels = _labels("source", [r["source_id"] for r in rows])
+    return [(labels.get(r["source_id"]) or str(_("No source")), r["good"], r["bad"]) for r in rows]
+
+
+@dataclass
+class RuleRow:
+    rule_id: int
+    name: str
+    effect: str
+    points: int
+    matched: int
+    qualified: int
+    converted: int
+    good_fit: int
+    bad_fit: int
+
+    @property
+    def qualified_share(self):
+        return _ratio(self.qualified, self.matched)
+
+    @property
+    def converted_share(self):
+        return _ratio(self.converted, self.matched)
+
+    @property
+    def bad_fit_share(self):
+        return _ratio(self.bad_fit, self.good_fit + self.bad_fit)
+
+
+MAX_RULES = 63  # bits of LeadRuleMatches.mask
+
+
+def _active_ruleset():
+    from scoring.models import Ruleset
+
+    return Ruleset.objects.filter(state=Ruleset.State.ACTIVE).prefetch_related("rules__reason").first()
+
+
+def _report_rules(ruleset):
+    return [rule for rule in ruleset.rules.all() if rule.active][:MAX_RULES]
+
+
+def rule_matches_refresh(*, chunk_size=20000, now=None, limit=None):
+    """Store, for every lead whose figures are missing or stale (never computed, computed
+    for another ruleset, or changed since), which rules of the active ruleset it matches.
+    Set-based: one INSERT … SELECT … ON CONFLICT per chunk of ids, the rules compiled to
+    SQL by ``scoring.compiler``. Returns the number of leads refreshed."""
+    from django.db import connection, transaction
+
+    from scoring import services as scoring_services
+
+    from .models import LeadRuleMatches
+
+    ruleset = _active_ruleset()
+    if ruleset is None:
+        return 0
+    now = now or timezone.now()
+    rules = _report_rules(ruleset)
+    compiled = scoring_services.compile_ruleset(ruleset, now=now)
+    bits = [Case(When(compiled.condition(rule.to_engine()), then=Value(1 << i)), default=Value(0),
+                 output_field=BigIntegerField()) for i, rule in enumerate(rules)]
+    mask = sum(bits[1:], bits[0]) if bits else Value(0, output_field=BigIntegerField())
+    fresh = LeadRuleMatches.objects.filter(lead=OuterRef("pk"), ruleset=ruleset,
+                                           computed_at__gte=OuterRef("updated_at"))
+    stale = Lead.objects.filter(~Exists(fresh)).order_by("pk")
+    table = connection.ops.quote_name(LeadRuleMatches._meta.db_table)
+    done, after = 0, 0
+    while limit is None or done < limit:
+        ids = list(stale.filter(pk__gt=after).values_list("pk", flat=True)[:chunk_size])
+        if not ids:
+            break
+        select = (Lead.objects.filter(pk__in=ids).order_by()
+                  .annotate(r_id=F("pk"), r_mask=mask).values_list("r_id", "r_mask"))
+        sql, params = select.query.sql_with_params()
+        # WHERE true: SQLite needs it to parse INSERT … SELECT … ON CONFLICT.
+        statement = (
+            f"INSERT INTO {table} (lead_id, mask, ruleset_id, computed_at) "
+            f"SELECT x.r_id, x.r_mask, %s, %s FROM ({sql}) x WHERE true "
+            f"ON CONFLICT (lead_id) DO UPDATE SET ruleset_id = excluded.ruleset_id, mask = excluded.mask, "
+            f"computed_at = excluded.computed_at"
+        )
+        stamp = LeadRuleMatches._meta.get_field("computed_at").get_db_prep_save(now, connection)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement, [ruleset.pk, stamp, *params])
+        done += len(ids)
+        after = ids[-1]
+    return done
+
+
+def rule_effectiveness(leads):
+    """For each active rule of the active ruleset: the cohort leads it matched when last
+    evaluated (``rule_matches_refresh``), and how many of them qualified, converted, or
+    were rated good / bad fit; plus how many cohort leads have fresh figures. One query
+    over the stored bit masks."""
+    ruleset = _active_ruleset()
+    if ruleset is None:
+        return None, [], {}
+    rules = _report_rules(ruleset)
+    # Few distinct combinations of matched rules exist: the database groups the cohort by
+    # its bit mask (one pass), and each group's counts are added to the rules it has.
+    groups = (
+        leads.annotate(stored=FilteredRelation("rule_matches", condition=Q(rule_matches__ruleset=ruleset)))
+        .values(r_mask=F("stored__mask"))
+        .annotate(n=Count("id"), qualified=Count("id", filter=REACHED_QUALIFIED),
+                  converted=Count("id", filter=CONVERTED), good=Count("id", filter=Q(fit="good")),
+                  bad=Count("id", filter=Q(fit="bad")), computed_at=Max("stored__computed_at"))
+        .order_by()
+    )
+    totals = [[0, 0, 0, 0, 0] for _rule in rules]
+    coverage = {"covered": 0, "cohort": 0, "computed_at": None}
+    for group in groups:
+        coverage["cohort"] += group["n"]
+        mask = group["r_mask"]
+        if mask is None:
+            continue
+        coverage["covered"] += group["n"]
+        if coverage["computed_at"] is None or group["computed_at"] > coverage["computed_at"]:
+            coverage["computed_at"] = group["computed_at"]
+        counts = (group["n"], group["qualified"], group["converted"], group["good"], group["bad"])
+        for index in range(len(rules)):
+            if mask & (1 << index):
+                total = totals[index]
+                for position, value in enumerate(counts):
+                    total[position] += value
+    return ruleset, [
+        RuleRow(rule.pk, rule.name, rule.effect, rule.points, *totals[i]) for i, rule in enumerate(rules)
+    ], coverage
+
+
+def requalification(*, period, base=None):
+    """Leads requalified (disqualified → qualified by the requalification job) within the
+    period, and how many of them are converted now."""
+    start, end = period.bounds()
+    came_back = LeadEvent.objects.filter(
+        kind=LeadEvent.Kind.REQUALIFIED, to_status=LeadStatus.QUALIFIED, created_at__gte=start, created_at__lt=end,
+    ).values("lead_id")
+    base = Lead.objects.all() if base is None else base
+    values = base.filter(pk__in=came_back).order_by().aggregate(
+        requalified=Count("id"), converted=Count("id", filter=CONVERTED),
+        deal_value=Sum("deal_value", filter=CONVERTED),
+    )
+    values["deal_value"] = values["deal_value"] or Decimal("0")
+    values["conversion_rate"] = _ratio(values["converted"], values["requalified"])
+    return values
+
+
+@dataclass
+class Dashboard:
+    period: Period
+    breakdown_by: str
+    total: Row
+    groups: list = field(default_factory=list)
+    reasons: list = field(default_factory=list)
+    reasons_trend: dict = field(default_factory=dict)
+    months: list = field(default_factory=list)
+    quality: list = field(default_factory=list)
+    ruleset: object = None
+    rules: list = field(default_factory=list)
+    rules_coverage: dict = field(default_factory=dict)
+    requalification: dict = field(default_factory=dict)
+
+
+def dashboard(*, period, breakdown_by="", base=None):
+    """Every figure of the dashboard for ``period`` (and ``base``, e.g. a segment)."""
+    if breakdown_by not in BREAKDOWNS:
+        raise ValueError(f"unknown breakdown {breakdown_by!r}")
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Compiling these wide aggregates with LLVM costs more than running them.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
+        return _dashboard(period=period, breakdown_by=breakdown_by, base=base)
+
+
+def _dashboard(*, period, breakdown_by, base):
+    leads = cohort(period=period, base=base)
+    reason_rows = reasons(leads)
+    ruleset, rule_rows, coverage = rule_effectiveness(leads)
+    return Dashboard(
+        period=period, breakdown_by=breakdown_by, total=funnel(leads, period),
+        groups=breakdown(leads, breakdown_by, period) if breakdown_by else [],
+        reasons=reason_rows, reasons_trend=reasons_trend(leads, reason_rows), months=months_between(period),
+        quality=quality_by_source(leads), ruleset=ruleset, rules=rule_rows, rules_coverage=coverage,
+        requalification=requalification(period=period, base=base),
+    )
+

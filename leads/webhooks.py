@@ -1,0 +1,265 @@
+"""Outbound webhooks: tell other systems when a lead is created, qualified, disqualified,
+put out of focus or converted.
+
+Each event becomes one ``WebhookDelivery`` row per subscribed endpoint, written in the
+transaction of the change (so an event is never lost and never sent for a change that
+rolled back); the send is a Celery task enqueued on commit, and a beat sweep finds any
+delivery whose message was lost. Delivery is at least once: a receiver de-duplicates by
+the ``Funil-Delivery`` header.
+
+Signature: ``Funil-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``.
+A receiver recomputes it over the raw body and rejects old timestamps (replays).
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+logger = logging.getLogger(__name__)
+
+# Attempts before a delivery is given up, and the wait before each retry (seconds).
+RETRY_DELAYS = (10, 60, 300, 1800, 7200)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+# An endpoint is paused after this many deliveries in a row failed for good.
+PAUSE_AFTER_FAILURES = 5
+TIMEOUT_SECONDS = 10
+MAX_RESPONSE_KEPT = 2000
+
+STATUS_EVENTS = {
+    "qualified": "lead.qualified",
+    "disqualified": "lead.disqualified",
+    "out_of_focus": "lead.out_of_focus",
+    "converted": "lead.converted",
+}
+
+
+def allows_plain_http():
+    """http:// to a loopback address is accepted only when developing or testing."""
+    return settings.DEBUG or getattr(settings, "FUNIL_WEBHOOKS_ALLOW_HTTP_LOCALHOST", False)
+
+
+def validate_endpoint(endpoint):
+    from .models import WebhookEndpoint
+
+    errors = {}
+    parts = urlsplit(endpoint.url or "")
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local and allows_plain_http()):
+        errors["url"] = _("Use an https:// URL.")
+    events = endpoint.events
+    if not isinstance(events, list) or not events or not all(e in WebhookEndpoint.EVENTS for e in events):
+        errors["events"] = _("Give a list of one or more of: %(events)s.") % {
+            "events": ", ".join(WebhookEndpoint.EVENTS)}
+    if len(endpoint.secret or "") < 16:
+        errors["secret"] = _("Use a secret of at least 16 characters.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def sign(secret, body, timestamp):
+    """The signature header's value for ``body`` (bytes) sent at ``timestamp``."""
+    message = f"{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret, body, header, *, tolerance=300, now=None):
+    """What a receiver does: True when ``header`` signs ``body`` and is recent."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(fields["t"])
+    except (ValueError, KeyError):
+        return False
+    now = int(now if now is not None else time.time())
+    if abs(now - timestamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, body, timestamp), header)
+
+
+def lead_payload(lead):
+    return {
+        "id": lead.pk, "email": lead.email, "first_name": lead.first_name, "last_name": lead.last_name,
+        "phone": lead.phone, "company": lead.company, "status": lead.status, "score": lead.score,
+        "temperature": lead.temperature, "source": lead.source.slug if lead.source_id else None,
+        "form": lead.form.slug if lead.form_id else None, "utm_campaign": lead.utm_campaign,
+        "reason": lead.reason.slug if lead.reason_id else None,
+        "deal_value": lead.deal_value, "created_at": lead.created_at,
+    }
+
+
+def webhook_event_record(*, lead, event):
+    """Write one pending delivery per active endpoint subscribed to ``event``, in the
+    caller's transaction, and send them after commit. Returns the deliveries."""
+    from .models import WebhookDelivery, WebhookEndpoint
+
+    if event not in WebhookEndpoint.EVENTS:
+        return []
+    endpoints = [ep for ep in WebhookEndpoint.objects.filter(active=True) if event in (ep.events or [])]
+    if not endpoints:
+        return []
+    now = timezone.now()
+    deliveries = []
+    for endpoint in endpoints:
+        delivery = WebhookDelivery(endpoint=endpoint, event=event, lead=lead, next_attempt_at=now)
+        delivery.body = json.dumps(
+            {"id": str(delivery.public_id), "event": event, "created_at": now, "lead": lead_payload(lead)},
+            cls=DjangoJSONEncoder, ensure_ascii=False, sort_keys=True,
+        )
+        deliveries.append(delivery)
+    WebhookDelivery.objects.bulk_create(deliveries)
+    ids = list(WebhookDelivery.objects.filter(public_id__in=[d.public_id for d in deliveries])
+               .values_list("pk", flat=True))
+    transaction.on_commit(lambda: _enqueue(ids))
+    return deliveries
+
+
+def _enqueue(ids):
+    from .tasks import deliver_webhook
+
+    for pk in ids:
+        try:
+            deliver_webhook.delay(pk)
+        except Exception:  # noqa: BLE001 - the broker is down: the sweep sends it later
+            logger.warning("Could not enqueue webhook delivery %s; the sweep will send it", pk)
+
+
+def _post(url, body, headers):
+    """POST and return (status, text). Raises OSError-like exceptions on network errors."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 - checked scheme
+            return response.status, response.read(MAX_RESPONSE_KEPT).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(MAX_RESPONSE_KEPT).decode("utf-8", "replace")
+
+
+def webhook_deliver(*, delivery_id, now=None):
+    """Attempt one delivery: claim it, POST it signed, record the answer. A failure
+    schedules the next attempt with backoff; the last failure fails it for good, and
+    enough of those in a row pause the endpoint and tell its owner.
+
+    Returns the delivery's status, or None when another worker holds it or it is not due.
+    """
+    from .models import WebhookDelivery, WebhookEndpoint
+
+    now = now or timezone.now()
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now,
+        endpoint__active=True,
+    ).update(status=WebhookDelivery.Status.SENDING, next_attempt_at=now + timedelta(seconds=TIMEOUT_SECONDS * 6))
+    if not claimed:
+        return None
+    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+    endpoint = delivery.endpoint
+    body = delivery.body.encode()
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json", "User-Agent": "Funil-Webhooks/1",
+        "Funil-Event": delivery.event, "Funil-Delivery": str(delivery.public_id),
+        "Funil-Signature": sign(endpoint.secret, body, timestamp),
+    }
+    status_code, text, error = None, "", ""
+    try:
+        validate_endpoint(endpoint)
+        status_code, text = _post(endpoint.url, body, headers)
+    except ValidationError as exc:
+        error = "; ".join(exc.messages)
+    except Exception as exc:  # noqa: BLE001 - any network failure is retried
+        error = f"{exc.__class__.__name__}: {exc}"[:1000]
+    attempts = delivery.attempts + 1
+    ok = status_code is not None and 200 <= status_code < 300
+    changes = {"attempts": attempts, "response_status": status_code, "response_body": text[:MAX_RESPONSE_KEPT],
+               "error": error}
+    if ok:
+        changes.update(status=WebhookDelivery.Status.DELIVERED, delivered_at=timezone.now(), next_attempt_at=None)
+    elif attempts < MAX_ATTEMPTS:
+        changes.update(status=WebhookDelivery.Status.PENDING,
+                       next_attempt_at=timezone.now() + timedelta(seconds=RETRY_DELAYS[attempts - 1]))
+    else:
+        changes.update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None)
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
+        if ok:
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(consecutive_failures=0)
+        elif changes["status"] == WebhookDelivery.Status.FAILED:
+            _count_failure(endpoint.pk)
+    return changes["status"]
+
+
+def _count_failure(endpoint_id):
+    from django.db.models import F
+
+    from .models import WebhookEndpoint
+
+    WebhookEndpoint.objects.filter(pk=endpoint_id).update(consecutive_failures=F("consecutive_failures") + 1)
+    paused = WebhookEndpoint.objects.filter(
+        pk=endpoint_id, active=True, consecutive_failures__gte=PAUSE_AFTER_FAILURES
+    ).update(active=False, paused_at=timezone.now())
+    if paused:
+        transaction.on_commit(lambda: _tell_owner(endpoint_id))
+
+
+def _tell_owner(endpoint_id):
+    from django.core.mail import send_mail
+
+    from .models import WebhookEndpoint
+
+    endpoint = WebhookEndpoint.objects.select_related("owner").get(pk=endpoint_id)
+    if not endpoint.owner or not endpoint.owner.email:
+        logger.warning("Webhook endpoint %s paused; it has no owner with an email", endpoint_id)
+        return
+    subject = _("Webhook paused: %(name)s") % {"name": endpoint.name}
+    body = _(
+        "Funil stopped sending events to %(url)s after %(count)s deliveries in a row failed. "
+        "Fix the receiver, then tick “active” on the endpoint in admin to resume."
+    ) % {"url": endpoint.url, "count": endpoint.consecutive_failures}
+    send_mail(subject, body, None, [endpoint.owner.email], fail_silently=True)
+
+
+def webhook_endpoint_resume(*, endpoint):
+    """Reactivate a paused endpoint and give its failed deliveries another round."""
+    from .models import WebhookDelivery, WebhookEndpoint
+
+    now = timezone.now()
+    with transaction.atomic():
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(active=True, paused_at=None, consecutive_failures=0)
+        ids = list(WebhookDelivery.objects.filter(endpoint=endpoint, status=WebhookDelivery.Status.FAILED)
+                   .values_list("pk", flat=True))
+        WebhookDelivery.objects.filter(pk__in=ids).update(
+            status=WebhookDelivery.Status.PENDING, attempts=0, next_attempt_at=now)
+        transaction.on_commit(lambda: _enqueue(ids))
+    return len(ids)
+
+
+def webhook_deliveries_sweep(*, now=None, limit=500):
+    """Deliveries that are due (a lost message, a retry whose time has come, a worker that
+    died mid-send): attempt each. Returns how many were attempted."""
+    from django.db.models import Q
+
+    from .models import WebhookDelivery
+
+    now = now or timezone.now()
+    due = list(
+        WebhookDelivery.objects.filter(
+            Q(status=WebhookDelivery.Status.PENDING) | Q(status=WebhookDelivery.Status.SENDING),
+            next_attempt_at__lte=now, endpoint__active=True,
+        ).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+    )
+    # A delivery left SENDING past its claim deadline belonged to a dead worker.
+    WebhookDelivery.objects.filter(pk__in=due, status=WebhookDelivery.Status.SENDING).update(
+        status=WebhookDelivery.Status.PENDING)
+    return sum(1 for pk in due if webhook_deliver(delivery_id=pk, now=now) is not None)
