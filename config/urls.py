@@ -30,10 +30,11 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz/", healthz, name="healthz"),
+    # Before leads/: its /leads/<id>/privacy/ etc. must not fall into leads:action.
+    path("", include("leads.urls_insights")),
     path("leads/", include("leads.urls")),
     # Nurture email links (/n/u/, /n/o/, /n/c/) and the enroll/remove form posts (/nurturing/...).
     path("", include("nurturing.urls")),
     # Provider webhooks (anymail): /anymail/<provider>/tracking/
     path("anymail/", include("anymail.urls")),
-    path("", include("leads.urls_insights")),
 ]

@@ -409,7 +409,7 @@ class AssignmentRuleAdmin(admin.ModelAdmin):
 
 # --- Insights: spend, audit, suppression, webhooks --------------------------------------------
 
-from .models import AuditLog, SpendRecord, Suppression, WebhookDelivery, WebhookEndpoint  # noqa: E402
+from .models import AuditLog, SpendRecord, WebhookDelivery, WebhookEndpoint  # noqa: E402
 
 
 @admin.register(SpendRecord)
@@ -453,13 +453,6 @@ class AuditLogAdmin(_ReadOnlyAdmin):
 
     def has_module_permission(self, request):
         return request.user.is_active and request.user.is_superuser
-
-
-@admin.register(Suppression)
-class SuppressionAdmin(_ReadOnlyAdmin):
-    list_display = ["email_hash", "reason", "created_at"]
-    list_filter = ["reason"]
-    search_fields = ["email_hash"]
 
 
 @admin.register(WebhookEndpoint)

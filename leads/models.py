@@ -655,23 +655,6 @@ class AuditLog(models.Model):
         return f"{self.get_action_display()} · {self.created_at:%Y-%m-%d %H:%M}"
 
 
-class Suppression(models.Model):
-    """An email address that must get no marketing email unless its owner consents again
-    after ``created_at``. Only a keyed hash of the address is kept (see ``leads.privacy``)."""
-
-    email_hash = models.CharField(_("email hash"), max_length=64, unique=True)
-    reason = models.CharField(_("reason"), max_length=30)
-    created_at = models.DateTimeField(_("created"), auto_now_add=True)
-
-    class Meta:
-        verbose_name = _("suppressed address")
-        verbose_name_plural = _("suppression list")
-        ordering = ["-created_at"]
-
-    def __str__(self):
-        return f"{self.email_hash[:12]}… · {self.reason}"
-
-
 class WebhookEndpoint(models.Model):
     """A URL another system gives us to be told about lead events, signed with ``secret``."""
 

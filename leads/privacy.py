@@ -6,15 +6,12 @@ stay (so the funnel, the reasons and the rule figures keep counting it) with eve
 personal field wiped. A keyed hash of the email goes on the suppression list, so if the
 person comes back without consenting again, nurturing sends them nothing.
 
-The suppression list here (``Suppression``, ``suppression_add``, ``is_suppressed``) is
-keyed by HMAC-SHA256(SECRET_KEY, normalised email). Rotating SECRET_KEY makes old
-entries unmatchable: re-hashing is impossible by design, so keep the key.
+There is one suppression list, nurturing's (``nurturing.models.Suppression``: an
+HMAC-SHA256 of the address keyed by SECRET_KEY and its fallbacks), which the email
+dispatcher checks before every send. An erased or withdrawn address stays on it until
+the person consents again (``nurturing.selectors.is_suppressed``).
 """
 
-import hashlib
-import hmac
-
-from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
@@ -24,7 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import roles
-from .models import AuditLog, Consent, Lead, LeadEvent, LeadStatus, Submission, Suppression, WebhookDelivery
+from .models import AuditLog, Consent, Lead, LeadEvent, LeadStatus, Submission, WebhookDelivery
 from .normalize import normalize_email
 
 EXPORT_FORMAT_VERSION = 1
@@ -38,47 +35,38 @@ ERASED_TEXT_FIELDS = (
 )
 
 
-# --- Suppression ------------------------------------------------------------------------
+# --- Suppression (nurturing's list) --------------------------------------------------------
 
 
 def email_hash(email):
     """The keyed hash the suppression list stores instead of the address."""
+    from nurturing.services import email_hash as nurturing_hash
+
+    return nurturing_hash(_normalised(email))
+
+
+def _normalised(email):
     try:
-        normalised = normalize_email(email)
+        return normalize_email(email)
     except ValueError:
-        normalised = (email or "").strip().lower()
-    key = settings.SECRET_KEY.encode()
-    return hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()
+        return (email or "").strip().lower()
 
 
 def suppression_add(*, email, reason):
-    """Put ``email`` on the suppression list (idempotent; the first entry's time stays)."""
+    """Suppress ``email`` from now on (``reason``: a nurturing Suppression reason); an
+    entry already there restarts its clock, so only later consent lifts it."""
+    from nurturing.services import suppression_renew
+
     if not email:
         return None
-    entry, _created = Suppression.objects.get_or_create(email_hash=email_hash(email), defaults={"reason": reason})
-    return entry
+    return suppression_renew(email=_normalised(email), reason=reason)
 
 
 def is_suppressed(email):
-    """Must ``email`` get no marketing email? True when it is on the suppression list and
-    no lead with this address has granted consent since it was put there."""
-    if not email:
-        return False
-    entry = Suppression.objects.filter(email_hash=email_hash(email)).first()
-    if entry is None:
-        return False
-    try:
-        normalised = normalize_email(email)
-    except ValueError:
-        return True
-    fresh = Consent.objects.filter(
-        lead__email=normalised, action=Consent.Action.GRANTED, created_at__gt=entry.created_at
-    ).exists()
-    if not fresh:
-        return True
-    # A withdrawal after that fresh consent suppresses again.
-    last = Consent.objects.filter(lead__email=normalised).order_by("-created_at", "-id").first()
-    return last.action != Consent.Action.GRANTED
+    """Must ``email`` get no marketing email? See ``nurturing.selectors.is_suppressed``."""
+    from nurturing.selectors import is_suppressed as suppressed
+
+    return bool(email) and suppressed(_normalised(email))
 
 
 # --- Audit ---------------------------------------------------------------------------------
@@ -117,12 +105,8 @@ def consent_withdraw(*, lead, actor=None, note="", via=""):
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
     consent = Consent.objects.create(lead=lead, action=Consent.Action.WITHDRAWN, note=note[:255])
     LeadEvent.objects.create(lead=lead, kind=LeadEvent.Kind.CONSENT, actor=actor, data={"action": "withdrawn"})
-    if lead.email:
-        entry = Suppression.objects.filter(email_hash=email_hash(lead.email)).first()
-        if entry is None:
-            suppression_add(email=lead.email, reason="withdrawn")
-        else:  # a new withdrawal restarts the clock: only consent after it counts
-            Suppression.objects.filter(pk=entry.pk).update(created_at=timezone.now(), reason="withdrawn")
+    if lead.email:  # a new withdrawal restarts the clock: only consent after it counts
+        suppression_add(email=lead.email, reason="unsubscribed")
     audit_record(action=AuditLog.Action.CONSENT_WITHDRAWN, actor=actor, via=via, lead_ref=lead.pk)
     return consent
 
@@ -193,10 +177,8 @@ def lead_export_data(lead):
 
 def _nurturing_emails(lead):
     """Emails the nurturing app sent, when it keeps them (its Delivery rows)."""
-    try:
-        from nurturing.models import Delivery  # noqa: PLC0415 - optional until nurturing ships it
-    except ImportError:
-        return []
+    from nurturing.models import Delivery
+
     rows = []
     for delivery in Delivery.objects.filter(lead=lead).order_by("pk"):
         rows.append({field.name: _value(getattr(delivery, field.attname)) for field in Delivery._meta.concrete_fields})
@@ -220,14 +202,13 @@ def _erased_lead_values():
     return values
 
 
-def _anonymise(lead_ids, *, reason):
+def _anonymise(lead_ids):
     """Wipe the personal data of ``lead_ids`` (a list or a queryset of ids), set-based:
     a handful of UPDATE statements whatever the number of leads."""
+    from nurturing.services import suppressions_renew_bulk
+
     emails = list(Lead.objects.filter(pk__in=lead_ids, email__isnull=False).values_list("email", flat=True))
-    if emails:
-        Suppression.objects.bulk_create(
-            [Suppression(email_hash=email_hash(email), reason=reason) for email in emails], ignore_conflicts=True
-        )
+    suppressions_renew_bulk(emails=emails, reason="erased")
     changed = Lead.objects.filter(pk__in=lead_ids).update(**_erased_lead_values())
     LeadEvent.objects.filter(lead_id__in=lead_ids).update(note="", data={})
     Submission.objects.filter(lead_id__in=lead_ids).update(
@@ -244,15 +225,10 @@ def _anonymise(lead_ids, *, reason):
 
 
 def _anonymise_nurturing(lead_ids):
-    """Nurturing's stored emails hold the address and personalised text; wipe them when
-    that app keeps them. Until it does, there is nothing to wipe."""
-    try:
-        from nurturing import services as nurturing_services
-    except ImportError:
-        return
-    hook = getattr(nurturing_services, "deliveries_anonymise", None)
-    if hook is not None:
-        hook(lead_ids=list(lead_ids))
+    """Nurturing's stored emails hold the address: wipe it, and end the sequences."""
+    from nurturing.services import deliveries_anonymise
+
+    deliveries_anonymise(lead_ids=list(lead_ids))
 
 
 @transaction.atomic
@@ -261,7 +237,7 @@ def lead_erase(*, lead, actor=None, via="", request_note=""):
     address, and log who did it. Safe to repeat."""
     _check(actor)
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
-    _anonymise([lead.pk], reason="erasure")
+    _anonymise([lead.pk])
     LeadEvent.objects.create(lead=lead, kind=LeadEvent.Kind.UPDATED, actor=actor, data={"erased": True})
     audit_record(action=AuditLog.Action.ERASE, actor=actor, via=via, lead_ref=lead.pk,
                  detail={"note": request_note[:200]} if request_note else {})
@@ -307,7 +283,7 @@ def leads_purge_stale(*, older_than_days, apply=False, actor=None, via="command"
                        .values_list("pk", flat=True))
             ids = list(stale_leads(older_than_days=older_than_days, now=now).filter(pk__in=ids)
                        .values_list("pk", flat=True))
-            total += _anonymise(ids, reason="retention") if ids else 0
+            total += _anonymise(ids) if ids else 0
         after = batch[-1]
     if total:
         audit_record(action=AuditLog.Action.PURGE, actor=actor, via=via, count=total,

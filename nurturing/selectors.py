@@ -43,16 +43,39 @@ def segments_for(user):
     return Segment.objects.filter(Q(shared=True) | Q(created_by=user)).order_by("name")
 
 
-def is_suppressed(email):
-    """Whether nothing may be sent to ``email`` (unsubscribed, bounced, complained, erased)."""
-    from .models import Suppression
-    from .services import email_hashes
+def _still_suppressed(entries):
+    """Of ``entries`` ({email: Suppression}), the emails that stay suppressed. A person who
+    was erased or who unsubscribed (or withdrew consent) may be written to again once they
+    consent afresh: the latest consent of a lead with that address is a grant given after
+    the address was suppressed. Bounces and complaints stay, whatever the consent."""
+    from leads.models import Consent
 
-    return bool(email) and Suppression.objects.filter(email_hash__in=email_hashes(email)).exists()
+    from .models import Suppression
+
+    liftable = {email: entry for email, entry in entries.items()
+                if entry.reason in (Suppression.Reason.ERASED, Suppression.Reason.UNSUBSCRIBED)}
+    lifted = set()
+    if liftable:
+        latest = {}
+        consents = (Consent.objects.filter(lead__email__in=[email.strip().lower() for email in liftable])
+                    .order_by("created_at", "id").values_list("lead__email", "action", "created_at"))
+        for email, action, created_at in consents:
+            latest[email] = (action, created_at)
+        for email, entry in liftable.items():
+            action, created_at = latest.get(email.strip().lower(), (None, None))
+            if action == Consent.Action.GRANTED and created_at > entry.created_at:
+                lifted.add(email)
+    return set(entries) - lifted
+
+
+def is_suppressed(email):
+    """Whether nothing may be sent to ``email``: it bounced, complained, or it was
+    erased or unsubscribed and has not consented again since (see ``_still_suppressed``)."""
+    return bool(email) and bool(suppressed_hashes([email]))
 
 
 def suppressed_hashes(emails):
-    """The emails of ``emails`` that are suppressed, as a set (one query)."""
+    """The emails of ``emails`` that are suppressed, as a set (two queries at most)."""
     from .models import Suppression
     from .services import email_hashes
 
@@ -61,8 +84,8 @@ def suppressed_hashes(emails):
         if email:
             for digest in email_hashes(email):
                 by_hash[digest] = email
-    found = Suppression.objects.filter(email_hash__in=list(by_hash)).values_list("email_hash", flat=True)
-    return {by_hash[digest] for digest in found}
+    entries = {by_hash[entry.email_hash]: entry for entry in Suppression.objects.filter(email_hash__in=list(by_hash))}
+    return _still_suppressed(entries)
 
 
 def lead_enrollments(lead):

@@ -97,6 +97,36 @@ def suppression_add(*, email, reason, note=""):
     return suppression, created
 
 
+def suppression_renew(*, email, reason):
+    """Suppress ``email`` from now on: like ``suppression_add``, but an existing entry
+    restarts its clock, so only consent given after this moment lifts it (an erasure or a
+    withdrawal that follows a fresh consent)."""
+    suppression, created = suppression_add(email=email, reason=reason)
+    if not created:
+        Suppression.objects.filter(pk=suppression.pk).update(created_at=timezone.now(), reason=reason)
+    return suppression
+
+
+def suppressions_renew_bulk(*, emails, reason):
+    """``suppression_renew`` for many addresses, in three statements (retention purges)."""
+    emails = [email for email in emails if email]
+    if not emails:
+        return
+    hashes = [email_hash(email) for email in emails]
+    now = timezone.now()
+    Suppression.objects.filter(email_hash__in=hashes).update(created_at=now, reason=reason)
+    Suppression.objects.bulk_create([Suppression(email_hash=digest, reason=reason) for digest in hashes],
+                                    ignore_conflicts=True)
+    enrollments_exit(enrollments=Enrollment.objects.filter(lead__email__in=emails), reason=reason)
+
+
+def deliveries_anonymise(*, lead_ids):
+    """Erasure: the stored copies of what was sent to these leads lose their address and
+    any text that could name the person; the rows stay for the counts."""
+    enrollments_exit(enrollments=Enrollment.objects.filter(lead_id__in=lead_ids), reason=Suppression.Reason.ERASED)
+    Delivery.objects.filter(lead_id__in=lead_ids).update(to_email="", last_error="")
+
+
 def _exit_now():
     return timezone.now()
 

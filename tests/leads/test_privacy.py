@@ -14,7 +14,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from leads import privacy, services
-from leads.models import AuditLog, Consent, Lead, LeadEvent, Submission, Suppression
+from leads.models import AuditLog, Consent, Lead, LeadEvent, Submission
+from nurturing.models import Suppression
 
 from ..factories import FormFactory, LeadFactory, ReasonFactory, UserFactory
 

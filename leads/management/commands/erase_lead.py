@@ -15,7 +15,7 @@ class Command(BaseCommand):
         lead = privacy.find_lead_by_email(email)
         if lead is None:
             # Still suppress: the person asked, and may come back.
-            if privacy.suppression_add(email=email, reason="erasure") is None:
+            if privacy.suppression_add(email=email, reason="erased") is None:
                 raise CommandError("Give an email address.")
             self.stdout.write("No lead has this email; the address was put on the suppression list.")
             return
