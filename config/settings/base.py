@@ -265,6 +265,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.add_error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "LeadStatusEnum": "leads.models.LeadStatus",
         "TemperatureEnum": "leads.models.Temperature",

@@ -24,6 +24,7 @@ from .serializers import (
 
 
 class SequenceViewSet(ErrorHandlingMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    lookup_value_regex = r"[0-9]+"  # ids only: anything else is a 404, not a 500
     authentication_classes = AUTHENTICATION
     serializer_class = SequenceOutputSerializer
     queryset = Sequence.objects.order_by("name")

@@ -125,6 +125,7 @@ class RulesetViewSet(ErrorHandlingMixin, mixins.ListModelMixin, mixins.RetrieveM
     """Rulesets. Drafts are created, changed (PUT, or PATCH with the keys to change;
     ``rules`` replaces every rule) and deleted; active and archived rulesets are read
     only: ``duplicate`` copies one into a new draft."""
+    lookup_value_regex = r"[0-9]+"  # ids only: anything else is a 404, not a 500
 
     authentication_classes = AUTHENTICATION
     permission_classes = [RulesetPermission]
@@ -292,6 +293,7 @@ class JobPagination(PageNumberPagination):
 class RescoreJobViewSet(ErrorHandlingMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                         viewsets.GenericViewSet):
     """Rescoring jobs (activation, requalification): read only, written by the services."""
+    lookup_value_regex = r"[0-9]+"  # ids only: anything else is a 404, not a 500
 
     authentication_classes = AUTHENTICATION
     permission_classes = [RescoreJobPermission]

@@ -16,7 +16,9 @@ PRODUCTION_ENV = {
 
 
 def manage(*args, env):
-    inherited = ("SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+    # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser tests in this process, never in production.
+    inherited = ("SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL",
+                 "DJANGO_ALLOW_ASYNC_UNSAFE")
     base = {key: value for key, value in os.environ.items() if key not in inherited}
     return subprocess.run(
         [sys.executable, "manage.py", *args], env={**base, **env}, cwd=settings.BASE_DIR,

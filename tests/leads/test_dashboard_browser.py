@@ -1,41 +1,22 @@
 """The dashboard in a real headless Chromium: it renders, a chart is visible, a CSV downloads."""
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client
 
-from tests.conftest import require_service
 from tests.leads.test_reports import world  # noqa: F401 - the hand-counted fixture
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
 
 
 @pytest.fixture
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    require_service(sync_playwright is not None and shutil.which(CHROMIUM) is not None,
-                    f"Playwright and Chromium ({CHROMIUM})")
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM
-    # calls between browser steps are still synchronous.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
-        )
-        yield chromium
-        chromium.close()
+def browser(chromium):
+    """The suite's one Chromium (tests/conftest.py): Playwright's sync API runs once per thread."""
+    return chromium
 
 
 def test_the_dashboard_renders_with_a_visible_chart_and_a_csv_downloads(live_server, browser, world, manager):  # noqa: F811

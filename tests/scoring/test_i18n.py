@@ -52,7 +52,7 @@ def test_the_ruleset_pages_read_in_portuguese(admin_client):
     impact = admin_client.get(reverse("admin:scoring_ruleset_impact", args=[draft.pk]), **portuguese).content.decode()
     assert "Impacto de ativar" in impact and "Por quê:" in impact and "Leads de exemplo de cada mudança" in impact
     change = admin_client.get(reverse("admin:scoring_ruleset_change", args=[draft.pk]), **portuguese).content.decode()
-    assert "Ver impacto e ativar" in change and "Eliminatória: fora de foco" in change and "Limiares" in change
+    assert "Ver impacto e ativar" in change and "Eliminatório: fora de foco" in change and "Limiares" in change
     job = services.ruleset_activate(ruleset=draft)
     progress = admin_client.get(reverse("admin:scoring_rescorejob_progress", args=[job.pk]), **portuguese)
     assert "Reavaliação nº" in progress.content.decode()
