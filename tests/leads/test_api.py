@@ -316,6 +316,7 @@ def test_the_snippet_posts_like_a_browser_with_and_without_javascript(client, se
                        consent_text="Aceito <contato>", consent_version="v9", consent_required=True,
                        success_url="https://loja.example.com/obrigado")
     html = snippet(form)
+    assert "Aceito &lt;contato&gt;" in html  # the marketer's text is shown, not parsed as markup
     parsed = SnippetForm()
     parsed.feed(html)
     assert (parsed.action, parsed.method) == ("https://funil.example.com/api/v1/forms/contato/submissions/", "post")
