@@ -197,6 +197,8 @@ def _nurturing_emails(lead):
         from nurturing.models import Delivery  # noqa: PLC0415 - optional until nurturing ships it
     except ImportError:
         return []
+    if "lead" not in {f.name for f in Delivery._meta.get_fields()}:
+        return []
     rows = []
     for delivery in Delivery.objects.filter(lead=lead).order_by("pk"):
         rows.append({field.name: _value(getattr(delivery, field.attname)) for field in Delivery._meta.concrete_fields})

@@ -18,7 +18,7 @@ ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -27,7 +27,7 @@ def browser():
                     f"Playwright and Chromium ({CHROMIUM})")
     # Playwright's sync API keeps an event loop in this thread; the test's own ORM
     # calls between browser steps are still synchronous.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # restored after the test
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
