@@ -20,7 +20,8 @@ queries, charts, template), best of three after a warm-up.
 
     .venv/bin/python bench/dashboard.py [--leads 1000000] [--quick] [--database-url postgres://...]
 
-Target on the 2-core machine: every page over 1M leads in <= 1 s.
+Target on the 2-core machine: every page over 1M leads in <= 1 s. Both the computing (cold) and
+the cached (the figures are kept five minutes) renders are reported against it.
 """
 
 import argparse
@@ -105,15 +106,20 @@ def activate_ruleset():
 
 
 def timed_get(client, url, runs=3):
-    response = client.get(url)  # warm-up
-    assert response.status_code == 200, (url, response.status_code, response.content[:500])
-    times = []
+    """(best cold, median cold, best cached, size): cold runs start with an empty cache."""
+    from django.core.cache import cache
+
+    cold, warm = [], []
     for _ in range(runs):
+        cache.clear()
         start = time.perf_counter()
         response = client.get(url)
-        times.append(time.perf_counter() - start)
-        assert response.status_code == 200
-    return min(times), statistics.median(times), len(response.content)
+        cold.append(time.perf_counter() - start)
+        assert response.status_code == 200, (url, response.status_code, response.content[:500])
+        start = time.perf_counter()
+        client.get(url)
+        warm.append(time.perf_counter() - start)
+    return min(cold), statistics.median(cold), min(warm), len(response.content)
 
 
 def python_baseline(period):
@@ -210,8 +216,7 @@ def main():
     ]
     results = []
     for label, url in pages:
-        best, median, size = timed_get(client, url)
-        results.append((label, best, median, size))
+        results.append((label, *timed_get(client, url)))
     with transaction.atomic():
         start = time.perf_counter()
         baseline = python_baseline(everything)
@@ -221,9 +226,9 @@ def main():
         abs(total.qualify_median - baseline[3]) < 1 and abs(total.touch_median - baseline[4]) < 1
 
     print()
-    print(f"{'measurement':<42}{'best s':>9}{'median s':>10}{'KiB':>8}")
-    for label, best, median, size in results:
-        print(f"{label:<42}{best:>9.3f}{median:>10.3f}{size / 1024:>8.0f}")
+    print(f"{'measurement':<42}{'cold best s':>12}{'cold median s':>14}{'cached s':>10}{'KiB':>6}")
+    for label, best, median, warm, size in results:
+        print(f"{label:<42}{best:>12.3f}{median:>14.3f}{warm:>10.3f}{size / 1024:>6.0f}")
     print(f"{'(f) baseline: funnel+medians in Python':<42}{baseline_s:>9.3f}")
     full = results[1][1]
     print()
@@ -233,9 +238,10 @@ def main():
         print("quick run: no target check")
         return
     scale = n / MILLION
-    for label, best, _median, _size in results:
-        ok = best <= TARGET_S * max(scale, 1e-9) if scale < 1 else best <= TARGET_S
-        print(f"target {label} <= {TARGET_S:.0f} s: {'met' if ok else 'NOT met'} ({best:.3f} s)")
+    del scale
+    for label, best, _median, warm, _size in results:
+        print(f"target {label} <= {TARGET_S:.0f} s: computed {'met' if best <= TARGET_S else 'NOT met'} "
+              f"({best:.3f} s), from the 5-minute cache {'met' if warm <= TARGET_S else 'NOT met'} ({warm:.3f} s)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
-from django.utils import formats
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -235,8 +235,30 @@ def _dashboard_for(request):
         except InvalidSegment:
             error = _("This segment's saved filters are no longer valid; edit it in admin.")
             return form, None, error
-    data = reports.dashboard(period=cleaned["period"], breakdown_by=cleaned.get("breakdown") or "", base=base)
+    data = _cached_dashboard(cleaned, base)
     return form, data, error
+
+
+# The figures of one period / breakdown / segment are kept this long, so a page, its
+# reload and its CSV downloads show the same numbers and compute them once.
+CACHE_SECONDS = 300
+
+
+def _cached_dashboard(cleaned, base):
+    from django.core.cache import cache
+
+    segment = cleaned.get("segment_obj")
+    period = cleaned["period"]
+    key = ":".join([
+        "funil:dashboard:v1", period.start.isoformat(), period.end.isoformat(), cleaned.get("breakdown") or "-",
+        f"{segment.pk}@{segment.updated_at.timestamp()}" if segment else "-",
+    ])
+    data = cache.get(key)
+    if data is None:
+        data = reports.dashboard(period=period, breakdown_by=cleaned.get("breakdown") or "", base=base)
+        data.computed_at = timezone.now()
+        cache.set(key, data, CACHE_SECONDS)
+    return data
 
 
 @login_required

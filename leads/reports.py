@@ -520,6 +520,7 @@ class Dashboard:
     ruleset: object = None
     rules: list = field(default_factory=list)
     rules_coverage: dict = field(default_factory=dict)
+    computed_at: object = None
     requalification: dict = field(default_factory=dict)
 
 

@@ -236,3 +236,19 @@ def test_the_dashboard_speaks_portuguese_to_a_pt_br_browser(client, world, manag
     response = client.get(reverse("insights:dashboard"), HTTP_ACCEPT_LANGUAGE="pt-BR")
     html = response.content.decode()
     assert "Painel" in html and "Eficácia das regras" in html and "Baixar “Funil” em CSV" in html
+
+
+def test_the_page_and_its_csv_share_figures_computed_once_for_five_minutes(client, world, manager):
+    client.force_login(manager)
+    period = {"start": world["period"].start, "end": world["period"].end}
+    assert "Figures computed at" in client.get(reverse("insights:dashboard"), period).content.decode()
+    LeadFactory(email="later@cliente.com.br")  # captured after the page was computed
+    rows = list(csv.reader(io.StringIO(client.get(reverse("insights:dashboard-csv", args=["funnel"]),
+                                                  period).content.decode())))
+    assert rows[1][1] == "6"  # the figures the page showed, not recomputed
+    from django.core.cache import cache
+
+    cache.clear()
+    rows = list(csv.reader(io.StringIO(client.get(reverse("insights:dashboard-csv", args=["funnel"]),
+                                                  period).content.decode())))
+    assert rows[1][1] == "7"
