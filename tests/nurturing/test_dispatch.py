@@ -281,3 +281,31 @@ def test_server_answers_are_classified_by_whether_the_message_can_have_left():
     assert isinstance(dispatch.classify(ConnectionRefusedError()), dispatch.Transient)
     assert isinstance(dispatch.classify(smtplib.SMTPServerDisconnected("gone")), dispatch.Uncertain)
     assert isinstance(dispatch.classify(TimeoutError()), dispatch.Uncertain)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_commits_apply_to_the_dispatch_only_and_are_reset_after_it(require_postgres, smtp_server, settings,
+                                                                        make_disqualified):
+    from django.db import connection
+
+    settings.FUNIL_NURTURE_ASYNC_COMMIT = True
+    seq = sequence(steps=((0, 0), (1, 0)))
+    enroll(seq, make_disqualified(), make_disqualified())
+
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert dispatch.dispatch_due(now=timezone.now()).sent == 2
+
+    relaxed_at = statements.index("SET synchronous_commit = off")
+    reset_at = statements.index("RESET synchronous_commit")
+    assert any("'sending'" in sql for sql in statements[relaxed_at:reset_at])
+    assert len(smtp_server.sink.messages) == 2
+    assert Delivery.objects.filter(status="sent", recorded=True).count() == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
