@@ -332,6 +332,7 @@ def send_claimed(deliveries, *, now, result, connection=None):
         return
     previous = None  # (delivery, provider message id): accepted, not yet written
     sent_ids = []
+    relaxed = _relax_commits()
     try:
         for index, delivery in enumerate(to_send):
             try:
@@ -378,6 +379,25 @@ def send_claimed(deliveries, *, now, result, connection=None):
         if previous is not None:  # an error between the send and its write: still 'sending' -> uncertain later
             logger.error("delivery %s was sent but not recorded", previous[0].pk)
         record_sent_batch(sent_ids, now=now)
+        if relaxed:
+            with db_connection.cursor() as cursor:
+                cursor.execute("RESET synchronous_commit")
+
+
+def _relax_commits():
+    """With FUNIL_NURTURE_ASYNC_COMMIT on PostgreSQL, this session's commits return before
+    their WAL is flushed (``synchronous_commit = off``). A dead *worker* loses nothing
+    (the server has the commit); a crashed *database server* may lose its last ~0.6 s of
+    commits, and a 'sending' mark lost that way can lead to one resend. See docs/architecture.md."""
+    from django.conf import settings
+
+    if not getattr(settings, "FUNIL_NURTURE_ASYNC_COMMIT", False) or db_connection.vendor != "postgresql":
+        return False
+    if db_connection.in_atomic_block:
+        return False
+    with db_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    return True
 
 
 def dispatch_due(*, now=None, batch_size=100, time_budget=50.0, connection=None):

@@ -253,3 +253,59 @@ def test_the_jobs_run_by_hand_as_a_management_command(smtp_server, make_disquali
     assert json.loads(out.getvalue())["released"] == 0
     with pytest.raises(CommandError):
         call_command("nurture", "dispatch", "--now", "yesterday")
+
+
+def test_the_sweep_finishes_the_bookkeeping_of_a_send_whose_worker_died_after_it(make_disqualified):
+    seq = sequence(steps=((0, 0), (2, 0)))
+    lead = make_disqualified()
+    (enrollment,) = enroll(seq, lead)
+    sent_at = timezone.now() - timedelta(hours=1)
+    Delivery.objects.update(status="sent", sent_at=sent_at, claimed_at=sent_at, message_id="<m@x>", recorded=False)
+
+    assert services.deliveries_sweep_stale()["recorded"] == 1
+    assert services.deliveries_sweep_stale()["recorded"] == 0
+
+    assert LeadEvent.objects.filter(lead=lead, kind="email_sent").count() == 1
+    second = Delivery.objects.get(enrollment=enrollment, step__position=2)
+    assert second.status == "pending" and second.due_at == sent_at + timedelta(days=2)
+
+
+def test_server_answers_are_classified_by_whether_the_message_can_have_left():
+    import smtplib
+
+    assert isinstance(dispatch.classify(smtplib.SMTPRecipientsRefused({"a@b": (451, b"later")})), dispatch.Transient)
+    refused = dispatch.classify(smtplib.SMTPRecipientsRefused({"a@b": (550, b"no such user")}))
+    assert isinstance(refused, dispatch.Permanent) and refused.bounced
+    assert isinstance(dispatch.classify(smtplib.SMTPDataError(452, b"full")), dispatch.Transient)
+    assert isinstance(dispatch.classify(smtplib.SMTPDataError(554, b"spam")), dispatch.Permanent)
+    assert isinstance(dispatch.classify(ConnectionRefusedError()), dispatch.Transient)
+    assert isinstance(dispatch.classify(smtplib.SMTPServerDisconnected("gone")), dispatch.Uncertain)
+    assert isinstance(dispatch.classify(TimeoutError()), dispatch.Uncertain)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_commits_apply_to_the_dispatch_only_and_are_reset_after_it(require_postgres, smtp_server, settings,
+                                                                        make_disqualified):
+    from django.db import connection
+
+    settings.FUNIL_NURTURE_ASYNC_COMMIT = True
+    seq = sequence(steps=((0, 0), (1, 0)))
+    enroll(seq, make_disqualified(), make_disqualified())
+
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert dispatch.dispatch_due(now=timezone.now()).sent == 2
+
+    relaxed_at = statements.index("SET synchronous_commit = off")
+    reset_at = statements.index("RESET synchronous_commit")
+    assert any("'sending'" in sql for sql in statements[relaxed_at:reset_at])
+    assert len(smtp_server.sink.messages) == 2
+    assert Delivery.objects.filter(status="sent", recorded=True).count() == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"

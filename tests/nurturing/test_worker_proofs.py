@@ -186,6 +186,9 @@ def test_sigkill_during_dispatch_five_times_sends_nothing_twice_and_loses_nothin
     assert set(received) - sent_ids <= {d.message_id for d in uncertain}
     assert len(received) == statuses["sent"] + sum(1 for d in uncertain if d.message_id in received)
 
+    print(f"after {kills} kills: {dict(statuses)}; uncertain that reached the server: "
+          f"{sum(1 for d in uncertain if d.message_id in received)}")
+
     # What a person does with the uncertain ones: look each Message-ID up in the server's
     # log (here: the sink), mark the ones that arrived, resend the others.
     arrived = Delivery.objects.filter(pk__in=[d.pk for d in uncertain if d.message_id in received])
