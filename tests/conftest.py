@@ -181,19 +181,30 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
     """Debian's Chromium driven by Playwright, headless. Skips without it, fails under
-    REQUIRE_SERVICES=1."""
+    REQUIRE_SERVICES=1. Module-scoped: one browser per test module.
+
+    Playwright's sync API runs an event loop in the test's thread, and Django then
+    refuses synchronous ORM calls (the tests' own, and the database set-up and flush
+    around each test). The module's tests allow them; the variable is removed when the
+    module ends, so it never reaches other tests (nor ``check --deploy``, which refuses it)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
     require_service(sync_playwright is not None and os.path.exists(CHROMIUM), f"Playwright and {CHROMIUM}")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
-    # between browser steps are still synchronous.
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if before is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+
