@@ -90,6 +90,8 @@ class BulkForm(forms.Form):
         ("assign", _("Assign to")),
         ("disqualify", _("Disqualify")),
         ("out_of_focus", _("Out of focus")),
+        ("enroll", _("Enroll in a nurture sequence")),
+        ("unenroll", _("Remove from a nurture sequence")),
     ]
     action = forms.ChoiceField(label=_("Action"), choices=ACTIONS)
     leads = forms.TypedMultipleChoiceField(coerce=int, label=_("Leads"))
@@ -98,10 +100,14 @@ class BulkForm(forms.Form):
         queryset=Reason.objects.filter(active=True).order_by("label"), label=_("Reason"), required=False,
     )
     note = forms.CharField(label=_("Note"), required=False, max_length=5000)
+    sequence = forms.ModelChoiceField(queryset=None, label=_("Sequence"), required=False)
 
     def __init__(self, *args, **kwargs):
+        from nurturing.models import Sequence
+
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = selectors.sales_people().order_by("first_name", "username")
+        self.fields["sequence"].queryset = Sequence.objects.order_by("name")
         self.fields["leads"].error_messages["required"] = _("Select at least one lead.")
 
     def full_clean(self):
@@ -120,6 +126,8 @@ class BulkForm(forms.Form):
                 self.add_error("reason", _("Choose a reason."))
             elif not reason.applies_to(LeadStatus.DISQUALIFIED if action == "disqualify" else LeadStatus.OUT_OF_FOCUS):
                 self.add_error("reason", _("This reason does not apply to this status."))
+        if action in ("enroll", "unenroll") and not data.get("sequence"):
+            self.add_error("sequence", _("Choose a sequence."))
         return data
 
 

@@ -15,7 +15,10 @@ from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.request import Request
 
-from . import forms, roles, selectors, services
+from nurturing.models import Sequence
+from nurturing.selectors import lead_enrollments
+
+from . import forms, privacy, roles, selectors, services
 from .api.pagination import LeadCursorPagination
 from .filters import ORDERING_CHOICES, LeadFilterSet
 from .models import Form, LeadStatus, Source, Temperature
@@ -157,6 +160,7 @@ def _choices(user):
         "page_sizes": PAGE_SIZES,
         "reasons": selectors_reasons(),
         "segments": segments_for(user),
+        "sequences": Sequence.objects.filter(active=True).order_by("name").values_list("pk", "name"),
         "can_act": roles.is_sales(user),
         "is_manager": roles.is_manager(user),
     }
@@ -198,6 +202,9 @@ def _detail_context(request, lead, bound=None):
         action_forms["rate"].initial = {"fit": lead.fit, "note": lead.fit_note}
     explanation = selectors.lead_explanation(lead)
     return {
+        "enrollments": list(lead_enrollments(lead)),
+        "sequences": list(Sequence.objects.filter(active=True).order_by("name")) if can_work else [],
+        "can_handle_personal_data": privacy.can_handle_personal_data(request.user),
         "lead": lead, "events": selectors.lead_timeline(lead)[:200], "explanation": explanation,
         "can_work": can_work, "is_manager": roles.is_manager(request.user), "forms": action_forms,
         "open_form": bound.prefix if bound is not None else "",
@@ -287,6 +294,8 @@ def inbox_bulk(request):
         return HttpResponseRedirect(back)
     data = form.cleaned_data
     leads = selectors.lead_list_for(request.user).filter(pk__in=data["leads"])
+    if data["action"] in ("enroll", "unenroll"):
+        return _bulk_nurture(request, leads, data, back)
     done, refused = 0, []
     for lead in leads:
         try:
@@ -304,6 +313,31 @@ def inbox_bulk(request):
             refused.append(f"{lead}: {text}")
     if done:
         messages.success(request, _("%(count)d leads updated.") % {"count": done})
+    for line in refused[:10]:
+        messages.error(request, line)
+    return HttpResponseRedirect(back)
+
+
+def _bulk_nurture(request, leads, data, back):
+    """Enroll the selected leads in a sequence, or take them out: nurturing's services,
+    one lead at a time, as from the lead page."""
+    from nurturing import services as nurturing
+
+    sequence, done, refused = data["sequence"], 0, []
+    for lead in leads:
+        try:
+            if data["action"] == "enroll":
+                done += nurturing.enrollment_create(sequence=sequence, lead=lead, actor=request.user)[1]
+            else:
+                done += nurturing.enrollment_remove(sequence=sequence, lead=lead, actor=request.user)
+        except nurturing.EnrollmentError as error:
+            refused.append(f"{lead}: {error.message}")
+    if done:
+        text = (_("%(count)d leads enrolled in %(sequence)s.") if data["action"] == "enroll"
+                else _("%(count)d leads removed from %(sequence)s."))
+        messages.success(request, text % {"count": done, "sequence": sequence})
+    elif not refused:
+        messages.info(request, _("Nothing changed: the leads were already in that state."))
     for line in refused[:10]:
         messages.error(request, line)
     return HttpResponseRedirect(back)

@@ -275,3 +275,39 @@ def test_password_reset_sends_a_link_that_sets_a_new_password(client, rep):
     assert response.status_code == 302
     rep.refresh_from_db()
     assert rep.check_password("a-new-secret-9871")
+
+
+def test_a_rep_enrolls_and_removes_a_lead_from_its_page_and_the_inbox_bulk_bar(client, rep):
+    from nurturing.models import Enrollment
+
+    from ..nurturing.factories import sequence
+
+    nurture = sequence(name="Sem orçamento", slug="sem-orcamento")
+    one, two = qualified(first_name="Um", last_name="A"), qualified(first_name="Dois", last_name="B")
+    client.force_login(rep)
+
+    page = client.get(reverse("leads:detail", args=[one.pk])).content.decode()
+    assert "Not in any sequence." in page and f'<option value="{nurture.pk}">Sem orçamento</option>' in page
+
+    response = client.post(reverse("leads:bulk"), {"action": "enroll", "sequence": nurture.pk,
+                                                   "leads": [one.pk, two.pk], "next": reverse("leads:inbox")})
+    assert response.status_code == 302
+    assert set(Enrollment.objects.filter(status="active").values_list("lead_id", flat=True)) == {one.pk, two.pk}
+    page = client.get(reverse("leads:detail", args=[one.pk])).content.decode()
+    assert "Sem orçamento" in page and 'action="/nurturing/unenroll/"' in page
+
+    client.post(reverse("leads:bulk"), {"action": "unenroll", "sequence": nurture.pk, "leads": [one.pk]})
+    assert Enrollment.objects.get(lead=one).status == Enrollment.Status.REMOVED
+    assert Enrollment.objects.get(lead=two).status == Enrollment.Status.ACTIVE
+
+    refused = client.post(reverse("leads:bulk"), {"action": "enroll", "leads": [two.pk]}, follow=True)
+    assert "Choose a sequence." in refused.content.decode()
+
+
+def test_only_managers_see_the_personal_data_link(client, rep, manager):
+    lead = qualified(first_name="Zu", last_name="Q")
+    client.force_login(rep)
+    assert 'id="privacy"' not in client.get(reverse("leads:detail", args=[lead.pk])).content.decode()
+    client.force_login(manager)
+    page = client.get(reverse("leads:detail", args=[lead.pk])).content.decode()
+    assert f'href="/leads/{lead.pk}/privacy/"' in page
