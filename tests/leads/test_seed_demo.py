@@ -3,9 +3,11 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.db.models import F
 
 from leads import roles
-from leads.models import Form, Lead, LeadEvent, LeadStatus, Temperature
+from leads.models import Form, Lead, LeadEvent, LeadStatus, SpendRecord, Temperature
+from nurturing.models import Sequence
 from scoring.models import Ruleset
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +32,12 @@ def test_the_demo_spreads_leads_over_every_status_and_temperature_with_timelines
     assert LeadEvent.objects.filter(kind=LeadEvent.Kind.ASSIGNED).exists()
     assert Lead.objects.filter(status=LeadStatus.CONVERTED, deal_value__gt=0).exists()
     assert Lead.objects.filter(created_at__lt=Lead.objects.latest("created_at").created_at).count() > 100
+    # What the dashboard and nurturing need to show something: spend, sales' ratings, a sequence.
+    assert SpendRecord.objects.filter(source__slug="instagram").count() == 5
+    assert set(Lead.objects.exclude(fit="").values_list("fit", flat=True)) == {"good", "bad"}
+    touched = Lead.objects.filter(first_touched_at__isnull=False)
+    assert touched.exists() and not touched.filter(first_touched_at__lt=F("qualified_at")).exists()
+    assert Sequence.objects.get(slug="sem-orcamento", active=True).steps.count() == 3
 
 
 def test_the_demo_users_have_their_roles_and_can_log_in(client):

@@ -19,7 +19,19 @@ from django.db import transaction
 from django.utils import timezone
 
 from leads import roles, services
-from leads.models import Form, Lead, LeadEvent, LeadStatus, Product, Reason, ServiceArea, Source, Submission
+from leads.models import (
+    Fit,
+    Form,
+    Lead,
+    LeadEvent,
+    LeadStatus,
+    Product,
+    Reason,
+    ServiceArea,
+    Source,
+    SpendRecord,
+    Submission,
+)
 from scoring.models import RescoreJob, Ruleset
 from scoring.rules_io import ruleset_import
 from scoring.services import rescore_job_run, ruleset_activate
@@ -136,6 +148,8 @@ class Command(BaseCommand):
         sources = self._catalogue()
         forms = self._forms(sources)
         self._ruleset()
+        self._spend(sources)
+        self._nurture()
         if Lead.objects.filter(form__in=forms.values()).exists():
             self.stdout.write(f"Demo leads already loaded ({Lead.objects.count()} leads): left as they are.")
         else:
@@ -192,6 +206,46 @@ class Command(BaseCommand):
         if RescoreJob.objects.filter(pk=job.pk, status=RescoreJob.Status.PENDING).exists():
             rescore_job_run(job_id=job.pk)
         self.stdout.write(f"Activated the ruleset {ruleset.name!r} from {RULES_FILE.name}.")
+
+    def _spend(self, sources):
+        """What marketing spent per source and month, for cost per lead and ROI."""
+        today = timezone.localdate()
+        monthly = {"instagram": Decimal("3500.00"), "site": Decimal("1200.00"), "ebook": Decimal("800.00"),
+                   "newsletter": Decimal("300.00")}
+        for back in range(5):
+            month = (today.replace(day=1) - datetime.timedelta(days=31 * back)).replace(day=1)
+            for slug, amount in monthly.items():
+                SpendRecord.objects.get_or_create(month=month, source=sources[slug], utm_campaign="",
+                                                  defaults={"amount": amount, "note": "demo"})
+
+    def _nurture(self):
+        """A three-step sequence for leads disqualified for lack of budget."""
+        from nurturing.models import EmailTemplate, Segment, Sequence, SequenceStep
+
+        if Sequence.objects.filter(slug="sem-orcamento").exists():
+            return
+        segment, _ = Segment.objects.get_or_create(
+            slug="desqualificados-sem-orcamento",
+            defaults={"name": "Desqualificados: sem orçamento", "filters": {"status": ["disqualified"],
+                                                                            "reason": "no_budget"}},
+        )
+        sequence = Sequence.objects.create(name="Sem orçamento agora", slug="sem-orcamento", segment=segment,
+                                           active=True, send_days=[0, 1, 2, 3, 4], send_from_hour=8,
+                                           send_until_hour=18)
+        steps = [
+            (0, "Paletes PBR: quanto custa de verdade", "<p>Olá {{ lead.first_name }},</p><p>Preparamos um guia "
+             "de custos de paletes PBR para a {{ lead.company }}: <a href=\"https://paletes.example.com/guia\">"
+             "leia o guia</a>.</p>"),
+            (7, "Como reformar paletes e gastar menos", "<p>{{ lead.first_name }}, a reforma de paletes custa "
+             "até 60% menos: <a href=\"https://paletes.example.com/reforma\">veja como</a>.</p>"),
+            (14, "Condições especiais para {{ lead.company }}", "<p>{{ lead.first_name }}, quando o orçamento "
+             "permitir, temos parcelamento: <a href=\"https://paletes.example.com/orcamento\">peça um "
+             "orçamento</a>.</p>"),
+        ]
+        for position, (days, subject, html) in enumerate(steps, start=1):
+            template, _ = EmailTemplate.objects.get_or_create(name=f"Sem orçamento {position}",
+                                                              defaults={"subject": subject, "html_body": html})
+            SequenceStep.objects.create(sequence=sequence, position=position, template=template, delay_days=days)
 
     # --- the leads -------------------------------------------------------------------------------
     def _leads(self, *, count, rng, forms, users):
@@ -306,11 +360,20 @@ class Command(BaseCommand):
                 reason=reasons[rng.choice(["no_immediate_need", "no_contact", "wrong_product_line"])],
                 note="Retomar mais tarde.", requalify_at=now + datetime.timedelta(days=rng.randint(-10, 60)),
             )
-        # The work happened after the lead arrived, not today.
-        recent = lead.events.filter(created_at__gte=now - datetime.timedelta(minutes=5))
+        if outcome < 0.25 or rng.random() < 0.3:
+            fit = Fit.GOOD if outcome < 0.25 or rng.random() < 0.6 else Fit.BAD
+            note = "" if fit == Fit.GOOD else rng.choice(["Só queria cotação de preço.", "Empresa pequena demais."])
+            services.lead_rate(lead=Lead.objects.get(pk=lead.pk), actor=rep, fit=fit, note=note)
+        # The work happened after the lead arrived, not today: shift it and its timestamps back.
         later = age * rng.uniform(0.2, 0.9)
+        recent = lead.events.filter(created_at__gte=now - datetime.timedelta(minutes=5))
         for event in recent:
             LeadEvent.objects.filter(pk=event.pk).update(created_at=event.created_at - later)
+        lead = Lead.objects.get(pk=lead.pk)
+        stamps = ["first_touched_at", "converted_at", "disqualified_at", "last_activity_at", "fit_rated_at"]
+        shifted = {name: getattr(lead, name) - later for name in stamps
+                   if getattr(lead, name) and getattr(lead, name) >= now - datetime.timedelta(minutes=5)}
+        Lead.objects.filter(pk=lead.pk).update(**shifted)
 
     def _summary(self):
         by_status = {status: Lead.objects.filter(status=status).count() for status in LeadStatus.values}
