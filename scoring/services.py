@@ -793,9 +793,11 @@ def requalify_run(*, dry_run=False, now=None, worker="", only_if_overdue=False):
     runs it here, then explains each lead it qualified on its timeline and emails the
     owners (or the sales managers). A dry run only counts, with ``requalify_preview``,
     and writes nothing. Returns a dict: ruleset, job, candidates, qualified, notified.
-    ``only_if_overdue`` (the catch-up) runs only when the schedule missed a slot.
+    ``only_if_overdue`` (the catch-up) runs only when the schedule missed a slot. While a
+    requalification job is unfinished (its worker died; the sweep resumes it), a new run
+    raises ``LockHeld`` too.
     """
-    from nurturing.locks import job_lock
+    from nurturing.locks import LockHeld, job_lock
 
     now = now or timezone.now()
     with job_lock(REQUALIFY_LOCK):
@@ -808,11 +810,17 @@ def requalify_run(*, dry_run=False, now=None, worker="", only_if_overdue=False):
         if dry_run:
             preview = requalify_preview(ruleset=ruleset, now=now)
             return {"ruleset": ruleset, "job": None, "notified": {}, **preview}
+        # A requalification job a dead worker left (the sweep resumes it), or one the sweep
+        # took from a run that looked dead, is still requalifying: never start a second one
+        # beside it. Waiting for it here instead would hold a worker process that the job
+        # itself may need.
+        unfinished = RescoreJob.objects.filter(
+            kind=RescoreJob.Kind.REQUALIFICATION, status__in=[RescoreJob.Status.PENDING, RescoreJob.Status.RUNNING]
+        )
+        if unfinished.exists():
+            raise LockHeld(REQUALIFY_LOCK)
         job = RescoreJob.objects.create(ruleset=ruleset, kind=RescoreJob.Kind.REQUALIFICATION)
         job = rescore_job_run(job_id=job.pk, worker=worker)
-        # If the sweep took the job from this run and another run finishes it, wait for
-        # that under the lock: two requalifications never run at once.
-        job = _wait_until_finished(job)
         recent = RescoreJob.objects.filter(
             kind=RescoreJob.Kind.REQUALIFICATION, created_at__gte=now - timedelta(days=REQUALIFY_CATCH_UP_DAYS)
         ).values_list("pk", flat=True)
@@ -821,13 +829,6 @@ def requalify_run(*, dry_run=False, now=None, worker="", only_if_overdue=False):
                         and key.startswith("status:"))
         return {"ruleset": ruleset, "job": job, "candidates": job.leads_seen, "qualified": qualified,
                 "notified": notified}
-
-
-def _wait_until_finished(job, *, poll=1.0):
-    while job.status in (RescoreJob.Status.PENDING, RescoreJob.Status.RUNNING):
-        time.sleep(poll)
-        job.refresh_from_db()
-    return job
 
 
 @transaction.atomic

@@ -28,8 +28,9 @@ def daily_at_six():
 
 
 def last_run(when):
-    job = RescoreJob.objects.create(ruleset=pallet_ruleset(), kind=RescoreJob.Kind.REQUALIFICATION)
-    RescoreJob.objects.filter(pk=job.pk).update(created_at=when)
+    job = RescoreJob.objects.create(ruleset=pallet_ruleset(), kind=RescoreJob.Kind.REQUALIFICATION,
+                                    status=RescoreJob.Status.DONE)
+    RescoreJob.objects.filter(pk=job.pk).update(created_at=when, finished_at=when)
 
 
 def test_overdue_once_the_slot_has_passed_without_a_run(daily_at_six):
@@ -63,3 +64,18 @@ def test_the_catch_up_runs_a_missed_requalification_once(daily_at_six):
     assert isinstance(first, dict) and first["job"]
     assert second == "not due"
     assert RescoreJob.objects.filter(kind=RescoreJob.Kind.REQUALIFICATION).count() == before + 1
+
+
+def test_no_new_requalification_starts_beside_an_unfinished_one(daily_at_six):
+    """A requalification job left running by a dead worker (the sweep will resume it):
+    a new run exits, as when another run holds the lock, instead of starting a second."""
+    from nurturing.locks import LockHeld
+
+    ruleset = pallet_ruleset()
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk)
+    RescoreJob.objects.create(ruleset=ruleset, kind=RescoreJob.Kind.REQUALIFICATION,
+                              status=RescoreJob.Status.RUNNING)
+    with pytest.raises(LockHeld):
+        services.requalify_run()
+    assert tasks.requalify.apply().get() == "already running"
+    assert RescoreJob.objects.filter(kind=RescoreJob.Kind.REQUALIFICATION).count() == 1
