@@ -323,15 +323,11 @@ def _bulk_nurture(request, leads, data, back):
     one lead at a time, as from the lead page."""
     from nurturing import services as nurturing
 
-    sequence, done, refused = data["sequence"], 0, []
-    for lead in leads:
-        try:
-            if data["action"] == "enroll":
-                done += nurturing.enrollment_create(sequence=sequence, lead=lead, actor=request.user)[1]
-            else:
-                done += nurturing.enrollment_remove(sequence=sequence, lead=lead, actor=request.user)
-        except nurturing.EnrollmentError as error:
-            refused.append(f"{lead}: {error.message}")
+    sequence = data["sequence"]
+    changed, _unchanged, errors = nurturing.enrollments_by_hand(
+        sequence=sequence, leads=leads, actor=request.user, remove=data["action"] == "unenroll"
+    )
+    done, refused = len(changed), [f"{lead}: {message}" for lead, message in errors.items()]
     if done:
         text = (_("%(count)d leads enrolled in %(sequence)s.") if data["action"] == "enroll"
                 else _("%(count)d leads removed from %(sequence)s."))

@@ -203,6 +203,25 @@ def enrollment_create(*, sequence, lead, actor=None, now=None):
 
 
 @transaction.atomic
+def enrollments_by_hand(*, sequence, leads, actor, remove=False):
+    """Enroll ``leads`` in ``sequence`` (or, with ``remove``, take them out), each one
+    through ``enrollment_create`` / ``enrollment_remove``, as a person asked from a page,
+    the inbox's bulk bar or the API. Returns ``(changed, unchanged, errors)``: the leads
+    enrolled (removed), those already so, and ``{lead: message}`` for the refused ones."""
+    changed, unchanged, errors = [], [], {}
+    for lead in leads:
+        try:
+            if remove:
+                done = enrollment_remove(sequence=sequence, lead=lead, actor=actor)
+            else:
+                done = enrollment_create(sequence=sequence, lead=lead, actor=actor)[1]
+        except EnrollmentError as error:
+            errors[lead] = error.message
+            continue
+        (changed if done else unchanged).append(lead)
+    return changed, unchanged, errors
+
+
 def enrollment_remove(*, sequence, lead, actor=None):
     """Take ``lead`` out of ``sequence`` by hand; nothing more is sent. Returns how many ended (0 or 1)."""
     from leads.roles import can_work_lead

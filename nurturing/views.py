@@ -86,19 +86,14 @@ def enroll(request):
     if sequence is None or not leads:
         messages.error(request, _("Choose a sequence and at least one lead."))
         return _back(request)
-    done, errors = 0, []
-    for lead in leads:
-        try:
-            _enrollment, created = services.enrollment_create(sequence=sequence, lead=lead, actor=request.user)
-            done += created
-        except services.EnrollmentError as error:
-            errors.append(f"{lead}: {error.message}")
+    changed, _unchanged, errors = services.enrollments_by_hand(sequence=sequence, leads=leads, actor=request.user)
+    done = len(changed)
     if done:
         messages.success(request, ngettext("%(count)d lead enrolled in %(sequence)s.",
                                            "%(count)d leads enrolled in %(sequence)s.", done)
                          % {"count": done, "sequence": sequence})
-    for error in errors[:10]:
-        messages.warning(request, error)
+    for lead, error in list(errors.items())[:10]:
+        messages.warning(request, f"{lead}: {error}")
     return _back(request)
 
 
@@ -110,15 +105,13 @@ def unenroll(request):
     if sequence is None or not leads:
         messages.error(request, _("Choose a sequence and at least one lead."))
         return _back(request)
-    done, errors = 0, []
-    for lead in leads:
-        try:
-            done += services.enrollment_remove(sequence=sequence, lead=lead, actor=request.user)
-        except services.EnrollmentError as error:
-            errors.append(f"{lead}: {error.message}")
+    changed, _unchanged, errors = services.enrollments_by_hand(
+        sequence=sequence, leads=leads, actor=request.user, remove=True
+    )
+    done = len(changed)
     messages.success(request, ngettext("%(count)d lead removed from %(sequence)s.",
                                        "%(count)d leads removed from %(sequence)s.", done)
                      % {"count": done, "sequence": sequence})
-    for error in errors[:10]:
-        messages.warning(request, error)
+    for lead, error in list(errors.items())[:10]:
+        messages.warning(request, f"{lead}: {error}")
     return _back(request)

@@ -42,19 +42,7 @@ class SequenceViewSet(ErrorHandlingMixin, mixins.ListModelMixin, mixins.Retrieve
         """Enroll leads by hand. Each lead is reported as enrolled, already enrolled, or with its error."""
         sequence = get_object_or_404(Sequence, pk=pk)
         ids, found = self._leads()
-        result = {"enrolled": [], "already": [], "errors": {}}
-        for lead_id in ids:
-            lead = found.get(lead_id)
-            if lead is None:
-                result["errors"][str(lead_id)] = "not found"
-                continue
-            try:
-                _, created = services.enrollment_create(sequence=sequence, lead=lead, actor=request.user)
-            except services.EnrollmentError as error:
-                result["errors"][str(lead_id)] = str(error.message)
-                continue
-            result["enrolled" if created else "already"].append(lead_id)
-        return Response(result)
+        return Response(self._by_hand(sequence, ids, found, remove=False))
 
     @extend_schema(request=EnrollInputSerializer, responses=responses({200: EnrollResultSerializer}, not_found=True))
     @action(detail=True, methods=["post"])
@@ -62,19 +50,20 @@ class SequenceViewSet(ErrorHandlingMixin, mixins.ListModelMixin, mixins.Retrieve
         """Remove leads from the sequence by hand; nothing more is sent to them from it."""
         sequence = get_object_or_404(Sequence, pk=pk)
         ids, found = self._leads()
-        result = {"enrolled": [], "already": [], "errors": {}}
+        return Response(self._by_hand(sequence, ids, found, remove=True))
+
+    def _by_hand(self, sequence, ids, found, *, remove):
+        """Each id as enrolled (removed), already so, or its error ("not found" included), in the order sent."""
+        leads = [found[lead_id] for lead_id in ids if lead_id in found]
+        changed, unchanged, errors = services.enrollments_by_hand(
+            sequence=sequence, leads=leads, actor=self.request.user, remove=remove
+        )
+        result = {"enrolled": [lead.pk for lead in changed], "already": [lead.pk for lead in unchanged],
+                  "errors": {str(lead.pk): str(message) for lead, message in errors.items()}}
         for lead_id in ids:
-            lead = found.get(lead_id)
-            if lead is None:
+            if lead_id not in found:
                 result["errors"][str(lead_id)] = "not found"
-                continue
-            try:
-                removed = services.enrollment_remove(sequence=sequence, lead=lead, actor=request.user)
-            except services.EnrollmentError as error:
-                result["errors"][str(lead_id)] = str(error.message)
-                continue
-            (result["enrolled"] if removed else result["already"]).append(lead_id)
-        return Response(result)
+        return result
 
 
 class EnrollmentViewSet(ErrorHandlingMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
