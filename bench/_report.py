@@ -13,8 +13,9 @@ measured in the same run.
 """
 
 
-def write_section(name, markdown, *, title=None):
-    """Replace the section ``name`` of docs/benchmarks.md (or append it)."""
+def write_section(name, markdown, *, title=None, first=False):
+    """Replace the section ``name`` of docs/benchmarks.md, or add it: at the end, or with
+    ``first`` before every other section."""
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else HEADER
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -22,6 +23,51 @@ def write_section(name, markdown, *, title=None):
     if start in text and end in text:
         before, rest = text.split(start, 1)
         text = before + block + rest.split(end, 1)[1]
+    elif first:
+        cut = min((i for i in (text.find("\n<!-- bench:"), text.find("\n## ")) if i >= 0), default=len(text))
+        text = text[:cut].rstrip() + "\n\n" + block + "\n" + text[cut:]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text, encoding="utf-8")
+
+
+# One line per headline figure, printed by each script and gathered by bench/run_all.py into
+# the summary table at the top of docs/benchmarks.md. Fields are separated by " | ".
+FIGURE_PREFIX = "FIGURE | "
+SUMMARY = "summary"
+
+
+def figure(label, value, *, baseline="", ratio="", target="", met=None):
+    """Print one headline figure in the form run_all.py collects.
+
+    ``met`` is True/False when a target applies at this size, None when it does not (a
+    --quick run, or a figure without a target)."""
+    verdict = "" if met is None else ("met" if met else "NOT met")
+    fields = [label, value, baseline, ratio, target, verdict]
+    print(FIGURE_PREFIX + " | ".join(str(field).replace("|", "/") for field in fields), flush=True)
+
+
+def parse_figures(output):
+    """The figures a script printed with figure(), as lists of six strings."""
+    rows = []
+    for line in output.splitlines():
+        if line.startswith(FIGURE_PREFIX):
+            fields = line[len(FIGURE_PREFIX):].split(" | ")
+            rows.append((fields + [""] * 6)[:6])
+    return rows
+
+
+def summary_markdown(machine_line, size, rows_by_script):
+    """The summary table: one row per figure of every script that ran."""
+    lines = [
+        f"Machine: {machine_line}. Size: {size}.",
+        "",
+        "| script | figure | value | baseline (same run) | ratio | target | |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for script, rows in rows_by_script.items():
+        if not rows:
+            lines.append(f"| `{script}` | (no figures printed) | | | | | |")
+        for label, value, baseline, ratio, target, verdict in rows:
+            lines.append(f"| `{script}` | {label} | {value} | {baseline} | {ratio} | {target} | {verdict} |")
+    return "\n".join(lines)

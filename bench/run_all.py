@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._report import DOC, write_section  # noqa: E402
+from bench._report import DOC, SUMMARY, parse_figures, summary_markdown, write_section  # noqa: E402
 from bench._server import PYTHON, ROOT, machine  # noqa: E402
 
 # In the order that makes sense to read; any other bench/*.py script runs after these.
@@ -40,6 +40,7 @@ def main():
     names = args.only.split(",") if args.only else scripts()
     print(f"Machine: {machine()}. Scripts: {', '.join(names)}.", flush=True)
     failed = []
+    figures = {}
     for name in names:
         command = [PYTHON, str(ROOT / "bench" / f"{name}.py")] + (["--quick"] if args.quick else [])
         if args.no_docs and name in ("faults", "load"):
@@ -50,6 +51,7 @@ def main():
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         took = time.monotonic() - started
         output = result.stdout.strip()
+        figures[name] = parse_figures(output)
         print(output)
         if result.returncode:
             print(result.stderr[-4000:], file=sys.stderr)
@@ -60,6 +62,11 @@ def main():
             size = "--quick" if args.quick else "full size"
             write_section(name, f"`bench/{name}.py` at {size}, exit {result.returncode}, {took:.0f} s. "
                                 f"Machine: {machine()}.\n\n```\n{output}\n```", title=f"bench/{name}.py")
+    size = "--quick (small sizes, no target applies)" if args.quick else "full (1,000,000 leads where it applies)"
+    table = summary_markdown(machine(), size, figures)
+    print("\n" + table)
+    if not args.no_docs:
+        write_section(SUMMARY, table, title="Summary", first=True)
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
 
