@@ -39,8 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._faults_infra import Celery, Poster, PrivatePostgres, PrivateRedis  # noqa: E402
-from bench._report import write_section  # noqa: E402
-from bench._server import Gunicorn, bench_env, machine, manage, recreate_database  # noqa: E402
+from bench._report import figure, write_section  # noqa: E402
+from bench._server import Gunicorn, bench_env, free_port, machine, manage, recreate_database  # noqa: E402
 
 DEFAULT_DB = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/funil_faults")
 
@@ -74,6 +74,38 @@ data["thresholds"] = {"qualify": 20, "warm": 20, "hot": 50}
 with transaction.atomic():
     job = ruleset_activate(ruleset=ruleset_import(data))
 print("JOB", job.pk)
+"""
+
+
+# Work that falls due while Redis is down: leads a person disqualified, half of them
+# enrolled in a one-step sequence whose emails are due during the outage, half with a
+# requalification date during the outage. Beat cannot nudge anyone until Redis is back;
+# the rows must still be found and worked then, once each.
+DUE_DURING_OUTAGE = """
+from datetime import timedelta
+from django.contrib.auth.models import User
+from django.utils import timezone
+from leads import services
+from leads.models import Lead
+from nurturing.models import EmailTemplate, Sequence, SequenceStep
+from nurturing.services import enrollment_create
+admin = User.objects.create_superuser("faults-admin", "faults-admin@example.com", "faults-password")
+leads = list(Lead.objects.filter(email__startswith="{prefix}", status="qualified").order_by("id")[:{n} * 2])
+assert len(leads) == {n} * 2, len(leads)
+template = EmailTemplate.objects.create(name="Faults", subject="Oi {{{{ lead.first_name }}}}",
+                                        html_body="<p>Novidades em paletes.</p>")
+sequence = Sequence.objects.create(name="Faults", slug="faults", active=True, send_days=[0, 1, 2, 3, 4, 5, 6],
+                                   send_from_hour=0, send_until_hour=24)
+SequenceStep.objects.create(sequence=sequence, position=1, template=template)
+start = timezone.now() + timedelta(seconds={start})
+for i, lead in enumerate(leads[:{n}]):
+    lead = services.lead_change_status(lead=lead, status="disqualified", actor=admin, reason="no_budget")
+    enrollment_create(sequence=sequence, lead=lead, now=start + timedelta(seconds=i * {spread}))
+for lead in leads[{n}:]:
+    services.lead_change_status(lead=lead, status="disqualified", actor=admin, reason="no_budget",
+                                requalify_at=start)
+print("EMAILS", " ".join(lead.email for lead in leads[:{n}]))
+print("REQUALIFY", " ".join(str(lead.pk) for lead in leads[{n}:]))
 """
 
 
@@ -167,21 +199,38 @@ def wait_for(predicate, timeout, step=1.0):
 
 # --- Scenarios ------------------------------------------------------------------------------------
 def scenario_redis(args):
-    outage = 5 if args.quick else 60
+    outage = 10 if args.quick else 60
+    due = 5 if args.quick else 30  # emails due, and leads to requalify, during the outage
     database = DEFAULT_DB.rsplit("/", 1)[0] + "/funil_faults_redis"
     recreate_database(database)
+    import logging
+
+    from aiosmtpd.controller import Controller
+
+    from bench.dispatch import Sink
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    sink = Sink()
+    smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
+    smtp.start()
     with PrivateRedis() as redis:
         env = bench_env(database, redis.url, FUNIL_CAPTURE_RATE_PER_IP="100000/min",
-                        FUNIL_CAPTURE_RATE_PER_FORM="100000/min", FUNIL_BENCH_FAST_SWEEPS="1")
+                        FUNIL_CAPTURE_RATE_PER_FORM="100000/min", FUNIL_BENCH_FAST_SWEEPS="1",
+                        EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}", FUNIL_BASE_URL="https://funil.example.com")
         prepare(env)
         with Gunicorn(env) as web, Celery(env, "worker"), Celery(env, "beat"):
             with Load(web.port, rate=20, prefix="redis") as load:
-                time.sleep(5)
+                time.sleep(2 + due * 2 / 20 * 1.5)  # enough leads posted to pick from
+                out = shell(env, DUE_DURING_OUTAGE.format(prefix="redis", n=due, start=4,
+                                                          spread=round((outage - 6) / due, 2)))
+                emails = [line for line in out.splitlines() if line.startswith("EMAILS")][-1].split()[1:]
+                requalify_ids = [line for line in out.splitlines() if line.startswith("REQUALIFY")][-1].split()[1:]
                 redis.stop()
                 down_at = time.monotonic()
                 out = shell(env, ACTIVATE_V2)  # enqueueing fails: the job waits in the database
                 job_id = int([line for line in out.splitlines() if line.startswith("JOB")][-1].split()[1])
                 time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
+                emails_at_return = sum(sink.recipients[email] for email in emails)  # by a run already under way
                 redis.start()
                 back_at = time.monotonic()
                 time.sleep(5)
@@ -193,14 +242,36 @@ def scenario_redis(args):
 
             done = wait_for(job_done, timeout=180)
             job_after = round(time.monotonic() - back_at, 1) if done else None
+            all_sent = wait_for(lambda: all(sink.recipients[email] for email in emails), timeout=120)
+            emails_after = round(time.monotonic() - back_at, 1) if all_sent else None
+
+            def requalified():
+                rows = query(env, "SELECT count(*) FROM leads_lead WHERE status = 'qualified' AND id IN "
+                                  f"({', '.join(requalify_ids)})")
+                return rows[0][0] == len(requalify_ids)
+
+            requalified_ok = wait_for(requalified, timeout=120)
+            requalified_after = round(time.monotonic() - back_at, 1) if requalified_ok else None
+            requalified_count = query(env, "SELECT count(*) FROM leads_lead WHERE status = 'qualified' AND id IN "
+                                           f"({', '.join(requalify_ids)})")[0][0]
+            time.sleep(10)  # a duplicate would be a second send on a later dispatcher run
+    smtp.stop()
+    emails_received = sum(sink.recipients[email] for email in emails)
+    emails_duplicated = sum(sink.recipients[email] - 1 for email in emails if sink.recipients[email] > 1)
     summary = load.summary()
     accepted = summary["final"].get(202, 0)
     result = {
         "outage_s": outage, **summary, **counts, "accepted": accepted,
         "lost": accepted - counts["distinct_emails"], "duplicated": counts["leads"] - counts["distinct_emails"],
         "rescore_job_done_after_redis_returned_s": job_after,
+        "emails_due_during_outage": len(emails), "emails_sent_before_redis_returned": emails_at_return,
+        "emails_received": emails_received, "emails_duplicated": emails_duplicated,
+        "all_emails_sent_after_redis_returned_s": emails_after,
+        "requalifications_due_during_outage": len(requalify_ids), "requalified": requalified_count,
+        "all_requalified_after_redis_returned_s": requalified_after,
     }
-    ok = accepted == summary["posted"] and result["lost"] == 0 and result["duplicated"] == 0 and done
+    ok = (accepted == summary["posted"] and result["lost"] == 0 and result["duplicated"] == 0 and done
+          and emails_received == len(emails) and emails_duplicated == 0 and requalified_count == len(requalify_ids))
     return result, ok
 
 
@@ -406,6 +477,9 @@ def main():
         results[name] = (result, ok)
         print(json.dumps(result, indent=1, default=str))
         print(f"   {'PASS' if ok else 'FAIL'}", flush=True)
+        counted = {key: result[key] for key in ("accepted", "lost", "duplicated") if key in result}
+        figure(f"faults: {name}", ", ".join(f"{key} {value}" for key, value in counted.items()) or "see below",
+               target="nothing lost, nothing twice", met=ok)
         if not ok:
             failed.append(name)
     if not args.no_docs:
