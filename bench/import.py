@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import figure  # noqa: E402
 from bench._server import PYTHON, ROOT, bench_env, machine, manage  # noqa: E402
 
 MILLION = 1_000_000
@@ -386,6 +387,13 @@ def main():
     print()
     for label, passed in checks:
         print(f"  [{'ok' if passed else 'MISSED'}] {label}")
+    applies = None if args.quick else True
+    figure(f"import: rows/s, {big['rows']:,}-row file", f"{big['rate']:,.0f}",
+           baseline=f"{base['rate']:,.0f} (per-row ORM, {base['rows']:,} rows)", ratio=f"{ratio:.1f}x",
+           target=f">= {TARGET_RATE:,} rows/s, >= {TARGET_RATIO}x",
+           met=applies and big["rate"] >= TARGET_RATE and ratio >= TARGET_RATIO)
+    figure(f"import: peak RSS growth {small['rows']:,} -> {big['rows']:,} rows", f"{growth:+.1f} MB",
+           target=f"<= {TARGET_MEMORY_GROWTH_MB} MB", met=applies and growth <= TARGET_MEMORY_GROWTH_MB)
     if args.quick:  # too small for the targets to mean anything; only the counts must be right
         return 0 if ok else 1
     return 0 if all(passed for _label, passed in checks) else 1
