@@ -57,17 +57,38 @@ def parse_figures(output):
     return rows
 
 
-def summary_markdown(machine_line, size, rows_by_script):
-    """The summary table: one row per figure of every script that ran."""
+def summary_markdown(machine_line, size, rows_by_script, earlier=None):
+    """The summary table: one row per figure of every script that ran, then the rows an
+    earlier run wrote for scripts that did not run this time (``earlier``, from
+    earlier_summary_rows), so `make bench --only rescore` replaces only rescore's rows.
+    Each row says when and at which size it was measured."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"Machine: {machine_line}. Size: {size}.",
+        f"Machine: {machine_line}.",
         "",
-        "| script | figure | value | baseline (same run) | ratio | target | |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| script | figure | value | baseline (same run) | ratio | target | | measured |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for script, rows in rows_by_script.items():
         if not rows:
-            lines.append(f"| `{script}` | (no figures printed) | | | | | |")
+            lines.append(f"| `{script}` | (no figures printed) | | | | | | {stamp}, {size} |")
         for label, value, baseline, ratio, target, verdict in rows:
-            lines.append(f"| `{script}` | {label} | {value} | {baseline} | {ratio} | {target} | {verdict} |")
+            lines.append(f"| `{script}` | {label} | {value} | {baseline} | {ratio} | {target} | {verdict} | "
+                         f"{stamp}, {size} |")
+    for script, row_lines in (earlier or {}).items():
+        if script not in rows_by_script:
+            lines.extend(row_lines)
     return "\n".join(lines)
+
+
+def earlier_summary_rows(text):
+    """The summary table rows already in docs/benchmarks.md, by script, as written."""
+    start, end = f"<!-- bench:{SUMMARY} -->", f"<!-- /bench:{SUMMARY} -->"
+    if start not in text or end not in text:
+        return {}
+    rows = {}
+    for line in text.split(start, 1)[1].split(end, 1)[0].splitlines():
+        if line.startswith("| `"):
+            script = line[3:].split("`", 1)[0]
+            rows.setdefault(script, []).append(line)
+    return rows

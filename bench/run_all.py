@@ -17,7 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._report import DOC, SUMMARY, parse_figures, summary_markdown, write_section  # noqa: E402
+from bench._report import (  # noqa: E402
+    DOC,
+    SUMMARY,
+    earlier_summary_rows,
+    parse_figures,
+    summary_markdown,
+    write_section,
+)
 from bench._server import PYTHON, ROOT, machine  # noqa: E402
 
 # In the order that makes sense to read; any other bench/*.py script runs after these.
@@ -62,8 +69,9 @@ def main():
             size = "--quick" if args.quick else "full size"
             write_section(name, f"`bench/{name}.py` at {size}, exit {result.returncode}, {took:.0f} s. "
                                 f"Machine: {machine()}.\n\n```\n{output}\n```", title=f"bench/{name}.py")
-    size = "--quick (small sizes, no target applies)" if args.quick else "full (1,000,000 leads where it applies)"
-    table = summary_markdown(machine(), size, figures)
+    size = "--quick (no target applies)" if args.quick else "full size"
+    earlier = earlier_summary_rows(DOC.read_text(encoding="utf-8")) if DOC.exists() else {}
+    table = summary_markdown(machine(), size, figures, earlier)
     print("\n" + table)
     if not args.no_docs:
         write_section(SUMMARY, table, title="Summary", first=True)

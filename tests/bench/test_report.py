@@ -34,3 +34,24 @@ def test_summary_goes_before_every_other_section_and_is_replaced_on_the_next_run
     assert text.count("## Summary") == 1
     assert "| `ingest` | rate | 510/s |  |  | >= 500/s | met |" in text
     assert "90/s" not in text
+
+
+def test_a_partial_run_replaces_its_own_rows_and_keeps_the_other_scripts_rows(tmp_path, monkeypatch):
+    doc = tmp_path / "benchmarks.md"
+    monkeypatch.setattr(_report, "DOC", doc)
+    full = _report.summary_markdown("2 cores", "full size", {
+        "ingest": [["rate", "90/s", "", "", ">= 500/s", "NOT met"]],
+        "rescore": [["1M leads", "55 s", "", "", "<= 20 s", "NOT met"]],
+    })
+    _report.write_section(_report.SUMMARY, full, title="Summary", first=True)
+
+    earlier = _report.earlier_summary_rows(doc.read_text(encoding="utf-8"))
+    partial = _report.summary_markdown("2 cores", "full size", {"rescore": [["1M leads", "18 s", "", "", "<= 20 s",
+                                                                              "met"]]}, earlier)
+    _report.write_section(_report.SUMMARY, partial, title="Summary", first=True)
+
+    text = doc.read_text(encoding="utf-8")
+    assert set(earlier) == {"ingest", "rescore"}
+    assert "| `rescore` | 1M leads | 18 s |" in text and "55 s" not in text
+    assert "| `ingest` | rate | 90/s |" in text  # not run this time: kept, with its own date and size
+    assert text.count("| `ingest` |") == 1
