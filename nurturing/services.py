@@ -13,6 +13,7 @@ from leads.models import Lead, LeadEvent
 
 from .models import Delivery, Enrollment, Segment, Sequence, Suppression, TrackingEvent, WorkerHeartbeat
 from .selectors import InvalidSegment, is_suppressed, segment_filterset, segment_leads
+from .timeline import enrollments_end, enrollments_enrolled_record
 
 logger = logging.getLogger(__name__)
 
@@ -132,19 +133,18 @@ def _exit_now():
 
 
 @transaction.atomic
-def enrollments_exit(*, enrollments, reason, status=Enrollment.Status.EXITED, now=None):
-    """End ``enrollments`` (a queryset) and cancel what they had not sent yet. Set-based."""
+def enrollments_exit(*, enrollments, reason, status=Enrollment.Status.EXITED, now=None, actor=None):
+    """End ``enrollments`` (a queryset) and cancel what they had not sent yet, with a
+    ``nurture_left`` timeline event each (why: ``reason``). Set-based."""
     now = now or _exit_now()
     ids = list(enrollments.filter(status=Enrollment.Status.ACTIVE).values_list("pk", flat=True))
-    if not ids:
+    ended = enrollments_end(enrollment_ids=ids, status=status, reason=reason, now=now, actor=actor)
+    if not ended:
         return 0
-    Enrollment.objects.filter(pk__in=ids, status=Enrollment.Status.ACTIVE).update(
-        status=status, exit_reason=reason, ended_at=now,
-    )
-    Delivery.objects.filter(enrollment_id__in=ids, status=Delivery.Status.PENDING).update(
+    Delivery.objects.filter(enrollment_id__in=ended, status=Delivery.Status.PENDING).update(
         status=Delivery.Status.CANCELLED, last_error=reason,
     )
-    return len(ids)
+    return len(ended)
 
 
 def _lead_event(lead_id, kind, **values):
@@ -199,6 +199,7 @@ def enrollment_create(*, sequence, lead, actor=None, now=None):
     except IntegrityError:  # enrolled by someone else a moment ago
         return Enrollment.objects.get(sequence=sequence, lead=lead, status=Enrollment.Status.ACTIVE), False
     _first_delivery(enrollment, step, now).save()
+    enrollments_enrolled_record(enrollment_ids=[enrollment.pk], now=now, how="hand")
     return enrollment, True
 
 
@@ -230,7 +231,7 @@ def enrollment_remove(*, sequence, lead, actor=None):
         raise EnrollmentError(_("You may not act on this lead."), "forbidden")
     return enrollments_exit(
         enrollments=Enrollment.objects.filter(sequence=sequence, lead=lead),
-        reason="removed", status=Enrollment.Status.REMOVED,
+        reason="removed", status=Enrollment.Status.REMOVED, actor=actor if actor and actor.is_authenticated else None,
     )
 
 
@@ -275,6 +276,7 @@ def sequence_enroll_entrants(*, sequence, now=None, chunk_size=1000):
                 [Delivery(enrollment_id=pk, step=step, lead_id=lead_id, due_at=due) for pk, lead_id in fresh],
                 ignore_conflicts=True,
             )
+            enrollments_enrolled_record(enrollment_ids=[pk for pk, _lead_id in fresh], now=now, how="segment")
             enrolled += len(fresh)
     return enrolled
 
