@@ -335,6 +335,8 @@ class LeadEvent(models.Model):
         REQUALIFIED = "requalified", _("Requalified")
         CONSENT = "consent", _("Consent")
         RATED = "rated", _("Quality rated")
+        NURTURE_ENROLLED = "nurture_enrolled", _("Entered a nurture sequence")
+        NURTURE_LEFT = "nurture_left", _("Left a nurture sequence")
 
     lead = models.ForeignKey(
         Lead, on_delete=models.CASCADE, related_name="events", verbose_name=_("lead"),
@@ -367,6 +369,28 @@ class LeadEvent(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} · {self.lead_id}"
+
+    # Why a lead left a nurture sequence (``nurture_left`` events' ``why``).
+    NURTURE_WHY = {
+        "completed": _("completed"),
+        "qualified": _("the lead qualified"),
+        "converted": _("the lead converted"),
+        "out_of_focus": _("the lead is out of focus"),
+        "unsubscribed": _("unsubscribed"),
+        "bounced": _("suppressed: the email bounced"),
+        "complained": _("suppressed: marked as spam"),
+        "erased": _("suppressed: personal data erased"),
+        "manual": _("suppressed by hand"),
+        "suppressed": _("the address is suppressed"),
+        "no_email": _("no email address"),
+        "no_consent": _("no consent"),
+        "removed": _("removed by hand"),
+    }
+
+    @property
+    def nurture_why_label(self):
+        why = (self.data or {}).get("why", "")
+        return self.NURTURE_WHY.get(why, why)
 
     @property
     def actor_label(self):

@@ -62,6 +62,16 @@ def deliver_webhook(self, delivery_id):
 
 
 @shared_task
+def deliver_webhooks(delivery_ids):
+    """Attempt a batch of webhook deliveries written together (the leads a rescoring chunk
+    moved), one after the other. A failed attempt waits for its backoff in the row; the
+    beat sweep retries it when due."""
+    from . import webhooks
+
+    return [webhooks.webhook_deliver(delivery_id=pk) for pk in delivery_ids]
+
+
+@shared_task
 def sweep_webhooks():
     """Beat: deliveries whose message was lost or whose retry is due."""
     from . import webhooks

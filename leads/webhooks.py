@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -263,3 +263,109 @@ def webhook_deliveries_sweep(*, now=None, limit=500):
     WebhookDelivery.objects.filter(pk__in=due, status=WebhookDelivery.Status.SENDING).update(
         status=WebhookDelivery.Status.PENDING)
     return sum(1 for pk in due if webhook_deliver(delivery_id=pk, now=now) is not None)
+
+
+# --- Status changes made set-based (rescoring, activation, requalification) ----------------
+
+# Deliveries per Celery message when a chunk of leads changed status at once: a few messages
+# per chunk instead of one per lead, so the chunk's commit is not held up by the broker.
+BATCH_ENQUEUE = 100
+
+
+def webhook_status_events_record_for_rescore(*, job_id, first_id, last_id, since):
+    """The webhooks of the status changes a rescoring job's chunk just made: one pending
+    delivery per (lead moved, endpoint subscribed to its new status), in ONE
+    ``INSERT … SELECT`` over the chunk's status events (those of job ``job_id`` for leads
+    with ids in (first_id, last_id], written at or after ``since``), in the caller's
+    transaction. The payload is the one ``webhook_event_record`` sends for a one-lead
+    change. Sending is enqueued on commit, a few deliveries per message; the sweep finds
+    any message that was lost. Returns the number of deliveries written."""
+    from .models import LeadEvent, WebhookEndpoint
+
+    subscriptions = [
+        (endpoint_id, status, event)
+        for endpoint_id, events in WebhookEndpoint.objects.filter(active=True).values_list("id", "events")
+        for status, event in STATUS_EVENTS.items() if event in (events or [])
+    ]
+    if not subscriptions:
+        return 0
+    vendor = connection.vendor
+    sql, params = _status_deliveries_sql(vendor, subscriptions)
+    envelope_time = json.dumps(timezone.now(), cls=DjangoJSONEncoder).strip('"')
+    now = timezone.now()
+    kinds = [LeadEvent.Kind.STATUS_CHANGED, LeadEvent.Kind.REQUALIFIED]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, first_id, last_id, since, *kinds, job_id, envelope_time, now, now])
+        ids = [row[0] for row in cursor.fetchall()]
+    if ids:
+        transaction.on_commit(lambda: _enqueue_batches(ids))
+    return len(ids)
+
+
+def _status_deliveries_sql(vendor, subscriptions):
+    """The statement (and the parameters of its subscriptions) for
+    ``webhook_status_events_record_for_rescore``, in this database's dialect."""
+    from .models import Form, Lead, LeadEvent, Reason, Source, WebhookDelivery
+
+    subscribed = " UNION ALL ".join(
+        ["SELECT CAST(%s AS INTEGER) AS endpoint_id, CAST(%s AS TEXT) AS to_status, CAST(%s AS TEXT) AS event"]
+        * len(subscriptions))
+    params = [value for subscription in subscriptions for value in subscription]
+    postgres = vendor == "postgresql"
+    if postgres:
+        json_object, random_id = "jsonb_build_object", "gen_random_uuid()"
+        public_id, public_id_text = "x.raw_id", "x.raw_id::text"
+        job_matches = "e.data ->> 'job' = CAST(%s AS TEXT)"
+        created_at = ("to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+                      "CASE WHEN date_part('microseconds', l.created_at)::bigint %% 1000000 <> 0 "
+                      "THEN to_char(l.created_at AT TIME ZONE 'UTC', '.MS') ELSE '' END || 'Z'")
+        deal_value = "l.deal_value::text"
+        body = "CAST({} AS TEXT)"
+    else:  # SQLite: a random version-4 UUID made of 32 hex digits, as Django stores it there
+        json_object, random_id = "json_object", "lower(hex(randomblob(16)))"
+        public_id = "substr(x.raw_id, 1, 12) || '4' || substr(x.raw_id, 14, 3) || 'a' || substr(x.raw_id, 18, 15)"
+        public_id_text = ("substr(x.raw_id, 1, 8) || '-' || substr(x.raw_id, 9, 4) || '-4' || "
+                          "substr(x.raw_id, 14, 3) || '-a' || substr(x.raw_id, 18, 3) || '-' || "
+                          "substr(x.raw_id, 21, 12)")
+        job_matches = "json_extract(e.data, '$.job') = %s"
+        # Stored as 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC; JSON keeps milliseconds, as Django's encoder does.
+        created_at = "replace(substr(l.created_at, 1, 23), ' ', 'T') || 'Z'"
+        deal_value = "CASE WHEN l.deal_value IS NULL THEN NULL ELSE printf('%%.2f', l.deal_value) END"
+        body = "{}"
+    lead = (f"{json_object}('id', l.id, 'email', l.email, 'first_name', l.first_name, 'last_name', l.last_name, "
+            "'phone', l.phone, 'company', l.company, 'status', l.status, 'score', l.score, "
+            "'temperature', l.temperature, 'source', src.slug, 'form', f.slug, 'utm_campaign', l.utm_campaign, "
+            f"'reason', r.slug, 'deal_value', {deal_value}, 'created_at', {created_at})")
+    # SQLite keeps the CTE's object as text: json() makes it an object again, not a string.
+    lead_object = "x.lead" if postgres else "json(x.lead)"
+    envelope = body.format(f"{json_object}('id', {public_id_text}, 'event', x.event, "
+                           f"'created_at', CAST(%s AS TEXT), 'lead', {lead_object})")
+    return f"""
+        WITH x AS MATERIALIZED (
+            SELECT {random_id} AS raw_id, s.endpoint_id, s.event, l.id AS lead_id, {lead} AS lead
+            FROM {LeadEvent._meta.db_table} e
+            JOIN {Lead._meta.db_table} l ON l.id = e.lead_id
+            JOIN ({subscribed}) s ON s.to_status = e.to_status
+            LEFT JOIN {Source._meta.db_table} src ON src.id = l.source_id
+            LEFT JOIN {Form._meta.db_table} f ON f.id = l.form_id
+            LEFT JOIN {Reason._meta.db_table} r ON r.id = l.reason_id
+            WHERE e.lead_id > %s AND e.lead_id <= %s AND e.created_at >= %s AND e.kind IN (%s, %s)
+              AND {job_matches} AND e.from_status <> e.to_status
+        )
+        INSERT INTO {WebhookDelivery._meta.db_table} (public_id, endpoint_id, event, lead_id, body, status, attempts,
+                                     response_body, error, next_attempt_at, created_at)
+        SELECT {public_id}, x.endpoint_id, x.event, x.lead_id, {envelope}, 'pending', 0, '', '', %s, %s
+        FROM x ORDER BY x.lead_id, x.endpoint_id
+        RETURNING id
+    """, params
+
+
+def _enqueue_batches(ids):
+    from .tasks import deliver_webhooks
+
+    for start in range(0, len(ids), BATCH_ENQUEUE):
+        batch = ids[start:start + BATCH_ENQUEUE]
+        try:
+            deliver_webhooks.delay(batch)
+        except Exception:  # noqa: BLE001 - the broker is down: the sweep sends them later
+            logger.warning("Could not enqueue %s webhook deliveries; the sweep will send them", len(batch))

@@ -135,7 +135,8 @@ class EnrollmentAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Remove from the sequence (nothing more is sent)"))
     def remove(self, request, queryset):
-        count = services.enrollments_exit(enrollments=queryset, reason="removed", status=Enrollment.Status.REMOVED)
+        count = services.enrollments_exit(enrollments=queryset, reason="removed", status=Enrollment.Status.REMOVED,
+                                          actor=request.user)
         self.message_user(request, ngettext("%d enrollment ended.", "%d enrollments ended.", count) % count)
 
 

@@ -39,6 +39,7 @@ from leads.models import Consent, LeadEvent
 from .emails import build_message
 from .models import Delivery, Enrollment, Sequence, SequenceStep, Suppression
 from .selectors import suppressed_hashes
+from .timeline import enrollments_end
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +203,7 @@ def record_sent_batch(delivery_ids, *, now):
                 finished.append(row.enrollment_id)
         LeadEvent.objects.bulk_create(events)
         Delivery.objects.bulk_create(following, ignore_conflicts=True)
-        if finished:
-            Enrollment.objects.filter(pk__in=finished, status=Enrollment.Status.ACTIVE).update(
-                status=Enrollment.Status.COMPLETED, exit_reason="completed", ended_at=now,
-            )
+        enrollments_end(enrollment_ids=finished, status=Enrollment.Status.COMPLETED, reason="completed", now=now)
         Delivery.objects.filter(pk__in=[row.pk for row in rows]).update(recorded=True)
         return len(rows)
 
@@ -302,9 +300,8 @@ def _skip(deliveries, *, now, result):
         for (status, reason), items in groups.items():
             Delivery.objects.filter(pk__in=[d.pk for d in items], status=Delivery.Status.CLAIMED).update(
                 status=status, last_error=reason)
-            Enrollment.objects.filter(pk__in=[d.enrollment_id for d in items],
-                                      status=Enrollment.Status.ACTIVE).update(
-                status=Enrollment.Status.EXITED, exit_reason=reason, ended_at=now)
+            enrollments_end(enrollment_ids=[d.enrollment_id for d in items], status=Enrollment.Status.EXITED,
+                            reason=reason, now=now)
             result.skipped += len(items)
 
 

@@ -1,6 +1,8 @@
 import hashlib
 import hmac
 import logging
+import re
+from collections.abc import Mapping
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -13,6 +15,7 @@ from leads.models import Lead, LeadEvent
 
 from .models import Delivery, Enrollment, Segment, Sequence, Suppression, TrackingEvent, WorkerHeartbeat
 from .selectors import InvalidSegment, is_suppressed, segment_filterset, segment_leads
+from .timeline import enrollments_end, enrollments_enrolled_record
 
 logger = logging.getLogger(__name__)
 
@@ -132,19 +135,18 @@ def _exit_now():
 
 
 @transaction.atomic
-def enrollments_exit(*, enrollments, reason, status=Enrollment.Status.EXITED, now=None):
-    """End ``enrollments`` (a queryset) and cancel what they had not sent yet. Set-based."""
+def enrollments_exit(*, enrollments, reason, status=Enrollment.Status.EXITED, now=None, actor=None):
+    """End ``enrollments`` (a queryset) and cancel what they had not sent yet, with a
+    ``nurture_left`` timeline event each (why: ``reason``). Set-based."""
     now = now or _exit_now()
     ids = list(enrollments.filter(status=Enrollment.Status.ACTIVE).values_list("pk", flat=True))
-    if not ids:
+    ended = enrollments_end(enrollment_ids=ids, status=status, reason=reason, now=now, actor=actor)
+    if not ended:
         return 0
-    Enrollment.objects.filter(pk__in=ids, status=Enrollment.Status.ACTIVE).update(
-        status=status, exit_reason=reason, ended_at=now,
-    )
-    Delivery.objects.filter(enrollment_id__in=ids, status=Delivery.Status.PENDING).update(
+    Delivery.objects.filter(enrollment_id__in=ended, status=Delivery.Status.PENDING).update(
         status=Delivery.Status.CANCELLED, last_error=reason,
     )
-    return len(ids)
+    return len(ended)
 
 
 def _lead_event(lead_id, kind, **values):
@@ -199,6 +201,7 @@ def enrollment_create(*, sequence, lead, actor=None, now=None):
     except IntegrityError:  # enrolled by someone else a moment ago
         return Enrollment.objects.get(sequence=sequence, lead=lead, status=Enrollment.Status.ACTIVE), False
     _first_delivery(enrollment, step, now).save()
+    enrollments_enrolled_record(enrollment_ids=[enrollment.pk], now=now, how="hand")
     return enrollment, True
 
 
@@ -230,7 +233,7 @@ def enrollment_remove(*, sequence, lead, actor=None):
         raise EnrollmentError(_("You may not act on this lead."), "forbidden")
     return enrollments_exit(
         enrollments=Enrollment.objects.filter(sequence=sequence, lead=lead),
-        reason="removed", status=Enrollment.Status.REMOVED,
+        reason="removed", status=Enrollment.Status.REMOVED, actor=actor if actor and actor.is_authenticated else None,
     )
 
 
@@ -275,6 +278,7 @@ def sequence_enroll_entrants(*, sequence, now=None, chunk_size=1000):
                 [Delivery(enrollment_id=pk, step=step, lead_id=lead_id, due_at=due) for pk, lead_id in fresh],
                 ignore_conflicts=True,
             )
+            enrollments_enrolled_record(enrollment_ids=[pk for pk, _lead_id in fresh], now=now, how="segment")
             enrolled += len(fresh)
     return enrolled
 
@@ -422,14 +426,62 @@ def _event_key(esp, event):
     return hashlib.sha256(f"{esp}|{raw}".encode()).hexdigest()
 
 
+# An SMTP answer in a bounce's text: a basic reply code ("452 …") or an enhanced status
+# code ("4.2.2"); the first digit says whether the failure is temporary (4) or permanent (5).
+_SMTP_CODE = re.compile(r"(?:^|[\s;:(\[])([45])(?:\d\d(?=[\s-]|$)|\.\d{1,3}\.\d{1,3}\b)")
+_SOFT_WORDS = ("soft", "transient", "temporary")
+_HARD_WORDS = ("hard", "permanent")
+# Keys under which providers name the kind of bounce in their raw event (Postmark "Type":
+# "SoftBounce", Mandrill and Brevo "event": "soft_bounce", Amazon SES "bounceType":
+# "Transient", MailerSend "type": "activity.soft_bounced", Mailgun "severity": "temporary").
+_KIND_KEYS = ("type", "event", "severity", "class")
+
+
+def bounce_is_soft(event):
+    """Is this bounce temporary (a full mailbox, a server down for now), so that the
+    address may still work? Anymail normalises soft and hard bounces of several providers
+    to the same ``bounced`` event, so this reads the provider's own event first: soft,
+    transient or temporary means soft; hard or permanent means hard. When it says neither,
+    the receiving server's answer decides: 4xx (or 4.x.x) is soft. Anything else is hard."""
+    kinds = _kind_values(getattr(event, "esp_event", None))
+    if any(word in value for value in kinds for word in _SOFT_WORDS):
+        return True
+    if any(word in value for value in kinds for word in _HARD_WORDS):
+        return False
+    for text in (event.mta_response, event.description):
+        match = _SMTP_CODE.search(text or "")
+        if match:
+            return match.group(1) == "4"
+    return False
+
+
+def _kind_values(raw, depth=0):
+    """Lowercased string values of the raw event's kind-like keys, a few levels down."""
+    if depth > 3:
+        return []
+    if isinstance(raw, Mapping):
+        values = []
+        for key, value in raw.items():
+            if isinstance(value, str) and any(part in str(key).lower() for part in _KIND_KEYS):
+                values.append(value.lower())
+            elif isinstance(value, Mapping | list | tuple):
+                values.extend(_kind_values(value, depth + 1))
+        return values
+    if isinstance(raw, list | tuple):
+        return [value for item in raw for value in _kind_values(item, depth + 1)]
+    return []
+
+
 @transaction.atomic
 def provider_event_apply(*, esp, event):
-    """Apply one normalised anymail tracking event. Bounces, rejections, complaints and
-    provider unsubscribes suppress the address and stop its sequences, with a note on the
-    lead's timeline. A replayed event (same id) changes nothing. Returns True when applied."""
+    """Apply one normalised anymail tracking event. Hard bounces, rejections, complaints
+    and provider unsubscribes suppress the address and stop its sequences, with a note on
+    the lead's timeline; a soft bounce (``bounce_is_soft``) is only noted, and its
+    sequences go on. A replayed event (same id) changes nothing. Returns True when applied."""
     reason = PROVIDER_SUPPRESSING_EVENTS.get(event.event_type)
     if reason is None or not event.recipient:
         return False
+    soft = event.event_type == "bounced" and bounce_is_soft(event)
     delivery = None
     if event.message_id:
         delivery = (Delivery.objects.filter(provider_message_id=event.message_id).first()
@@ -440,11 +492,13 @@ def provider_event_apply(*, esp, event):
                                          delivery=delivery)
     except IntegrityError:
         return False
-    suppression_add(email=event.recipient, reason=reason, note=f"{esp} {event.event_type}")
+    if not soft:
+        suppression_add(email=event.recipient, reason=reason, note=f"{esp} {event.event_type}")
     description = (event.description or event.mta_response or "")[:500]
+    kind = "soft_bounce" if soft else event.event_type
+    note = (_("Email soft bounce (not suppressed): %(detail)s") if soft else _("Email %(event)s: %(detail)s"))
     for lead_id in Lead.objects.filter(email__iexact=event.recipient.strip()).values_list("pk", flat=True):
         _lead_event(lead_id, LeadEvent.Kind.NOTE,
-                    note=str(_("Email %(event)s: %(detail)s")) % {"event": event.event_type, "detail": description},
-                    data={"nurturing": event.event_type, "provider": esp,
-                          "delivery": delivery.pk if delivery else None})
+                    note=str(note) % {"event": event.event_type, "detail": description},
+                    data={"nurturing": kind, "provider": esp, "delivery": delivery.pk if delivery else None})
     return True

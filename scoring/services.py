@@ -14,6 +14,7 @@ from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
 from leads.models import Form, Lead, LeadEvent, LeadStatus, Reason, Source, StatusSetBy
+from leads.webhooks import STATUS_EVENTS, webhook_event_record, webhook_status_events_record_for_rescore
 
 from . import compiler, engine
 from .models import RescoreJob, Ruleset
@@ -134,6 +135,7 @@ def lead_qualify(*, lead, now=None):
             from leads.assignment import leads_auto_assign
 
             leads_auto_assign(lead_ids=[lead.pk], now=now)
+        webhook_event_record(lead=lead, event=STATUS_EVENTS[verdict.status])
     return verdict
 
 
@@ -329,6 +331,7 @@ def _rescore_chunk_commit(job, compiled, base, start, end, *, now, requalifying,
     with transaction.atomic():
         chunk = base.filter(id__gt=start, id__lte=end)
         counts = _rescore_chunk(compiled, chunk, now=now, job=job, requalifying=requalifying, bounds=(start, end))
+        webhook_status_events_record_for_rescore(job_id=job.pk, first_id=start, last_id=end, since=now)
         if after is not None and not after.wait_committed():
             raise ChunkAbandoned(f"Chunk ({start}, {end}] rolled back: the chunk before it failed.")
         # After the previous chunk committed: assignment locks the rules' rotation, and

@@ -62,8 +62,11 @@ def wait_until(condition, *, timeout=120, what="", worker=None):
 
 
 def drained(now):
+    # Sent but not yet recorded: the worker is still writing the batch's bookkeeping
+    # (timeline events, next steps, completions).
     return not Delivery.objects.filter(status="pending", due_at__lte=now).exists() and \
-        not Delivery.objects.filter(status__in=["claimed", "sending"]).exists()
+        not Delivery.objects.filter(status__in=["claimed", "sending"]).exists() and \
+        not Delivery.objects.filter(status="sent", recorded=False).exists()
 
 
 def run_dispatch(worker, now, **kwargs):
