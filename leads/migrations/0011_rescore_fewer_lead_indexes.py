@@ -21,6 +21,9 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='lead',
             name='reason',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='leads', to='leads.reason', verbose_name='reason'),
+            field=models.ForeignKey(
+                blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT,
+                related_name='leads', to='leads.reason', verbose_name='reason',
+            ),
         ),
     ]
