@@ -246,8 +246,11 @@ class Lead(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
         related_name="+", verbose_name=_("status changed by"), db_index=False,
     )
+    # No index of its own: every rescoring write would update it, and no query needs it
+    # (reports filter by period or status first; the reason filter scans faster without it).
     reason = models.ForeignKey(
-        Reason, on_delete=models.PROTECT, null=True, blank=True, related_name="leads", verbose_name=_("reason")
+        Reason, on_delete=models.PROTECT, null=True, blank=True, related_name="leads", verbose_name=_("reason"),
+        db_index=False,
     )
     reason_note = models.TextField(_("reason note"), blank=True)
     score = models.IntegerField(_("score"), default=0)
@@ -298,7 +301,6 @@ class Lead(models.Model):
         indexes = [
             models.Index(fields=["status", "-score", "-id"], name="lead_status_score_idx"),
             models.Index(fields=["owner", "status"], name="lead_owner_status_idx"),
-            models.Index(fields=["status", "requalify_at"], name="lead_status_requalify_idx"),
             models.Index(fields=["phone"], name="lead_phone_idx"),
         ]
 

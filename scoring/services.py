@@ -237,16 +237,59 @@ def requalification_candidates(now):
 RESCORE_WORKERS = 2
 
 
-# Leads per chunk transaction: small enough that none lasts over a second or two.
-RESCORE_CHUNK = 5000
+class ChunkSizer:
+    """Lead ids per chunk transaction, adapted to how long the last ones took: a chunk
+    that held its transaction longer than ``target`` seconds makes the next ones
+    smaller, one well under it makes them larger, always within [low, high]. So no
+    transaction nears the 2 s the leads' other writers should ever wait, whether the
+    machine is quiet or busy. Thread-safe: parallel chunks share one."""
+
+    def __init__(self, *, size=1250, low=500, high=5000, target=0.75):
+        self.low, self.high, self.target = low, high, target
+        self.current = max(low, min(high, size))
+        self._lock = threading.Lock()
+
+    def size(self):
+        return self.current
+
+    def record(self, size, seconds):
+        """A chunk of ``size`` ids held its transaction ``seconds`` (0: it wrote nothing)."""
+        with self._lock:
+            if seconds > self.target:
+                # Proportionally smaller, with a margin: the time grows about linearly with the size.
+                wanted = size * self.target / seconds * 0.8
+            elif seconds < self.target / 2:
+                wanted = max(size, self.current) * 1.5
+            else:
+                return self.current
+            self.current = int(max(self.low, min(self.high, wanted)))
+            return self.current
 
 
-def rescore_job_run(*, job_id, chunk_size=RESCORE_CHUNK, worker="", workers=None):
+class FixedChunks(ChunkSizer):
+    """Always the same size (``chunk_size`` given by the caller: tests, benchmarks)."""
+
+    def __init__(self, size):
+        super().__init__(size=size, low=size, high=size)
+
+    def record(self, size, seconds):
+        return self.current
+
+
+# The job's progress row is written by chunks that change leads; a run of chunks that
+# change nothing writes it (its heartbeat) at most this often.
+PROGRESS_EVERY_SECONDS = 10
+
+
+def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
     """Run (or resume) a rescoring job, one chunk of lead ids per short transaction.
 
-    Safe to call twice: the job is claimed with a conditional UPDATE, and each chunk
-    commits its leads together with the job's progress, so a resumed job starts after
-    the last committed chunk. On PostgreSQL, ``workers`` chunks (default
+    Safe to call twice: the job is claimed with a conditional UPDATE. Each chunk first
+    reads, without a transaction or a lock, which of its leads the rules would change;
+    only those are written, in a transaction that also records the job's progress, so a
+    resumed job starts after the last committed chunk. A chunk that changes nothing
+    writes nothing (a rerun of an unchanged ruleset). Chunks are sized by ``ChunkSizer``
+    (or ``chunk_size`` ids each). On PostgreSQL, ``workers`` chunks (default
     ``RESCORE_WORKERS``) are rescored at once on their own connections; they still
     commit in order, so the progress never passes a chunk that is not done.
     """
@@ -271,21 +314,25 @@ def rescore_job_run(*, job_id, chunk_size=RESCORE_CHUNK, worker="", workers=None
                 done_through_id=(bounds["first"] or 1) - 1,
             )
             job.refresh_from_db()
-        compiled = compile_ruleset(job.ruleset, now=now)
-        chunks, start = [], job.done_through_id
-        while start < job.last_id:
-            chunks.append((start, min(start + chunk_size, job.last_id)))
-            start = chunks[-1][1]
+        work = _ChunkWork(job, compile_ruleset(job.ruleset, now=now), base, now=now, requalifying=requalifying,
+                          sizer=FixedChunks(chunk_size) if chunk_size else ChunkSizer())
         workers = RESCORE_WORKERS if workers is None else workers
         # Other connections cannot see an enclosing transaction's writes (nor join it).
-        if workers > 1 and len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-            _rescore_chunks_in_parallel(job, compiled, base, chunks, now=now, requalifying=requalifying,
-                                        workers=workers)
+        if workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+            last = _rescore_chunks_in_parallel(work, workers=workers)
         else:
-            for start, end in chunks:
-                _rescore_chunk_commit(job, compiled, base, start, end, now=now, requalifying=requalifying)
+            last = work.first_turn()
+            while (chunk := work.next_chunk()) is not None:
+                _, start, end = chunk
+                turn = _Turn()
+                try:
+                    _rescore_chunk_commit(work, start, end, after=last, turn=turn)
+                finally:
+                    turn.finish_if_not()
+                last = turn
         finished = RescoreJob.objects.filter(pk=job.pk, worker=claim, status=RescoreJob.Status.RUNNING).update(
-            status=RescoreJob.Status.DONE, finished_at=timezone.now(), done_through_id=job.last_id
+            status=RescoreJob.Status.DONE, finished_at=timezone.now(), done_through_id=job.last_id,
+            leads_seen=F("leads_seen") + last.unrecorded_seen,
         )
         if not finished:
             raise ClaimLost(job.pk)
@@ -299,16 +346,57 @@ def rescore_job_run(*, job_id, chunk_size=RESCORE_CHUNK, worker="", workers=None
     return job
 
 
+class _ChunkWork:
+    """What every chunk of one run shares: the job, its compiled statement, the next
+    chunk's bounds."""
+
+    def __init__(self, job, compiled, base, *, now, requalifying, sizer):
+        self.job, self.compiled, self.base = job, compiled, base
+        self.now, self.requalifying, self.sizer = now, requalifying, sizer
+        self.verdicts = compiler.chunk_verdict_sql(compiled, base, row_version=connection.vendor == "postgresql")
+        self.event_kind = LeadEvent.Kind.REQUALIFIED if requalifying else LeadEvent.Kind.STATUS_CHANGED
+        self.event_data = json.dumps({"set_by": "rules", "ruleset": job.ruleset_id, "version": job.ruleset.version,
+                                      "job": job.pk})
+        self._next = job.done_through_id
+        self._index = 0
+        self._lock = threading.Lock()
+
+    def first_turn(self):
+        turn = _Turn()
+        turn.finish(True, recorded_through=self.job.done_through_id, unrecorded_seen=0,
+                    recorded_at=time.monotonic())
+        return turn
+
+    def next_chunk(self):
+        """(index, start, end) of the next chunk in id order, or None when done."""
+        with self._lock:
+            if self._next >= self.job.last_id:
+                return None
+            start, end = self._next, min(self._next + self.sizer.size(), self.job.last_id)
+            self._next, index = end, self._index
+            self._index += 1
+            return index, start, end
+
+
 class _Turn:
-    """A chunk's outcome, which the next chunk awaits before it commits."""
+    """A chunk's outcome, which the next chunk awaits before it commits: whether it
+    committed, the progress the database holds after it, and the leads seen since."""
 
     def __init__(self):
         self._finished = threading.Event()
         self.committed = False
+        self.recorded_through = None
+        self.unrecorded_seen = 0
+        self.recorded_at = 0.0
 
-    def finish(self, committed):
+    def finish(self, committed, *, recorded_through=None, unrecorded_seen=0, recorded_at=0.0):
         self.committed = committed
+        self.recorded_through, self.unrecorded_seen, self.recorded_at = recorded_through, unrecorded_seen, recorded_at
         self._finished.set()
+
+    def finish_if_not(self):
+        if not self._finished.is_set():
+            self.finish(False)
 
     def wait_committed(self):
         self._finished.wait()
@@ -324,68 +412,94 @@ class ClaimLost(ChunkAbandoned):
     it back (the run looked dead) and another run resumed it."""
 
 
-def _rescore_chunk_commit(job, compiled, base, start, end, *, now, requalifying, after=None):
-    """Rescore the leads with ids in (start, end] and record the job's progress, in one
-    transaction. With ``after`` (the previous chunk's turn), commit only once that chunk
-    has committed."""
+def _rescore_chunk_commit(work, start, end, *, after, turn):
+    """Rescore the leads with ids in (start, end]: read which of them change (no
+    transaction, no lock), then write those and the job's progress in one transaction,
+    committed only once the previous chunk (``after``) has. A chunk that changes
+    nothing writes nothing, unless the progress is due (``PROGRESS_EVERY_SECONDS``)."""
+    job = work.job
+    seen, changes = _chunk_changes(work, start, end)
+    if not changes:
+        if not after.wait_committed():
+            raise ChunkAbandoned(f"Chunk ({start}, {end}] abandoned: the chunk before it failed.")
+        work.sizer.record(end - start, 0.0)
+        if time.monotonic() - after.recorded_at < PROGRESS_EVERY_SECONDS:
+            turn.finish(True, recorded_through=after.recorded_through,
+                        unrecorded_seen=after.unrecorded_seen + seen, recorded_at=after.recorded_at)
+            return
+        counts = {"seen": seen, "changed": 0, "status_changes": 0, "transitions": {}}
+        with transaction.atomic():
+            _record_progress(job, after, end, counts)
+        turn.finish(True, recorded_through=end, recorded_at=time.monotonic())
+        return
+    began = time.monotonic()
     with transaction.atomic():
-        chunk = base.filter(id__gt=start, id__lte=end)
-        counts = _rescore_chunk(compiled, chunk, now=now, job=job, requalifying=requalifying, bounds=(start, end))
-        webhook_status_events_record_for_rescore(job_id=job.pk, first_id=start, last_id=end, since=now)
-        if after is not None and not after.wait_committed():
+        counts = _rescore_chunk(work, start, end, changes)
+        counts["seen"] = seen
+        if counts["status_changes"]:
+            webhook_status_events_record_for_rescore(job_id=job.pk, first_id=start, last_id=end, since=work.now)
+        if not after.wait_committed():
             raise ChunkAbandoned(f"Chunk ({start}, {end}] rolled back: the chunk before it failed.")
         # After the previous chunk committed: assignment locks the rules' rotation, and
         # the chunks must take that lock in order.
-        _assign_newly_qualified(start, end, now)
-        progressed = RescoreJob.objects.filter(
-            pk=job.pk, worker=job.worker, status=RescoreJob.Status.RUNNING, done_through_id=start
-        ).update(
-            done_through_id=end, heartbeat_at=timezone.now(),
-            leads_seen=F("leads_seen") + counts["seen"],
-            leads_changed=F("leads_changed") + counts["changed"],
-            status_changes=F("status_changes") + counts["status_changes"],
-        )
-        if not progressed:
-            raise ClaimLost(job.pk)
-        _merge_transitions(job.pk, counts["transitions"])
+        _assign_newly_qualified(start, end, work.now)
+        _record_progress(job, after, end, counts)
+    work.sizer.record(end - start, time.monotonic() - began)
+    turn.finish(True, recorded_through=end, recorded_at=time.monotonic())
 
 
-def _rescore_chunks_in_parallel(job, compiled, base, chunks, *, now, requalifying, workers):
+def _record_progress(job, after, end, counts):
+    progressed = RescoreJob.objects.filter(
+        pk=job.pk, worker=job.worker, status=RescoreJob.Status.RUNNING, done_through_id=after.recorded_through
+    ).update(
+        done_through_id=end, heartbeat_at=timezone.now(),
+        leads_seen=F("leads_seen") + counts["seen"] + after.unrecorded_seen,
+        leads_changed=F("leads_changed") + counts["changed"],
+        status_changes=F("status_changes") + counts["status_changes"],
+    )
+    if not progressed:
+        raise ClaimLost(job.pk)
+    _merge_transitions(job.pk, counts["transitions"])
+
+
+def _rescore_chunks_in_parallel(work, *, workers):
     """Rescore the chunks ``workers`` at a time, each thread on its own connection (the
     database does the work; Python only waits). A chunk commits after the one before
-    it, and none after a failure."""
-    turns = [_Turn() for _ in chunks]
-    pending = iter(enumerate(chunks))
+    it, and none after a failure. Returns the last chunk's turn."""
+    turns = {-1: work.first_turn()}
     lock = threading.Lock()
     errors = []
 
-    def work():
+    def run():
         try:
             while not errors:
                 with lock:
-                    item = next(pending, None)
-                if item is None:
-                    return
-                index, (start, end) = item
-                committed = False
+                    chunk = work.next_chunk()
+                    if chunk is None:
+                        return
+                    index, start, end = chunk
+                    turn = turns[index] = _Turn()
+                    after = turns[index - 1]
                 try:
-                    _rescore_chunk_commit(job, compiled, base, start, end, now=now, requalifying=requalifying,
-                                          after=turns[index - 1] if index else None)
-                    committed = True
+                    _rescore_chunk_commit(work, start, end, after=after, turn=turn)
                 except Exception as exc:  # noqa: BLE001 - re-raised by the caller's thread
                     errors.append(exc)
                 finally:
-                    turns[index].finish(committed)
+                    turn.finish_if_not()
+                with lock:
+                    turns.pop(index - 1, None)  # the next chunk holds it; nobody else needs it
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, name=f"rescore-{job.pk}-{n}", daemon=True) for n in range(workers)]
+    threads = [threading.Thread(target=run, name=f"rescore-{work.job.pk}-{n}", daemon=True)
+               for n in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
+    return turns[max(turns)]
 
 
 def _assign_newly_qualified(start, end, now):
@@ -410,19 +524,6 @@ def _merge_transitions(job_id, transitions):
     RescoreJob.objects.filter(pk=job_id).update(transitions=merged)
 
 
-def _rescore_chunk(compiled, chunk, *, now, job, requalifying, bounds=None):
-    """One set-based UPDATE over the chunk, writing only rows whose score, temperature,
-    status or reason change, and one timeline event per status change. ``bounds``
-    (first id excluded, last id included), when given, is the chunk's id range."""
-    sql, params = compiler.verdict_sql(compiled, chunk, id_range=bounds)
-    event_kind = LeadEvent.Kind.REQUALIFIED if requalifying else LeadEvent.Kind.STATUS_CHANGED
-    event_data = json.dumps({"set_by": "rules", "ruleset": job.ruleset_id, "version": job.ruleset.version,
-                             "job": job.pk})
-    if connection.vendor == "postgresql":
-        return _rescore_chunk_postgresql(sql, params, now, event_kind, event_data, requalifying, bounds)
-    return _rescore_chunk_portable(sql, params, now, event_kind, event_data, requalifying)
-
-
 def _rules_own(lead, requalifying):
     """SQL: do the rules own this lead's status? (``lead`` is the alias of its current row.)"""
     owned = f"({lead}.status_set_by = 'rules' OR v.new_status = 'qualified')" if requalifying \
@@ -430,21 +531,62 @@ def _rules_own(lead, requalifying):
     return f"{owned} AND {lead}.status <> 'converted'"
 
 
-def _rescore_chunk_postgresql(sql, params, now, event_kind, event_data, requalifying, bounds=None):
-    rules_own = _rules_own("l", requalifying)
-    requalify_clear = "OR l.requalify_at IS NOT NULL" if requalifying else ""
-    # Most rows of a rerun do not change: find those that do from the verdicts alone,
-    # and join only them to the table (by id, within the chunk's range when known).
-    changes = f"""
-        v.score <> v.new_score OR v.temperature <> v.new_temperature
-        {"OR v.requalify_at IS NOT NULL" if requalifying else ""}
-        OR ({_rules_own("v", requalifying)} AND (v.status <> v.new_status
-                                                OR COALESCE(v.reason_id, -1) <> COALESCE(v.new_reason, -1)))
+def _changes_sql(lead, requalifying):
+    """SQL: would the verdict ``v`` change the row ``lead``?"""
+    return f"""
+        {lead}.score <> v.new_score OR {lead}.temperature <> v.new_temperature
+        {f"OR {lead}.requalify_at IS NOT NULL" if requalifying else ""}
+        OR ({_rules_own(lead, requalifying)} AND ({lead}.status <> v.new_status
+                                                 OR COALESCE({lead}.reason_id, -1) <> COALESCE(v.new_reason, -1)))
     """
-    in_range = "AND l.id > %s AND l.id <= %s" if bounds else ""
+
+
+# The changed leads of a chunk, as arrays (one per column) that the write unnests.
+_CHANGE_COLUMNS = ("id", "row_version", "status", "temperature", "new_score", "new_temperature", "new_status",
+                   "new_reason")
+_CHANGE_TYPES = ("bigint", "bigint", "text", "text", "integer", "text", "text", "bigint")
+
+
+def _chunk_changes(work, start, end):
+    """Read-only: (leads seen, the changes) of the chunk (start, end]. On PostgreSQL the
+    changes are the changed rows' columns as arrays (None when none change); elsewhere
+    a flag."""
+    sql, params = work.verdicts(start, end)
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            columns = [column[0] for column in cursor.description]
+            rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        return len(rows), any(_portable_update(row, work.requalifying) for row in rows)
+    aggregates = ", ".join(f"array_agg(v.{column} ORDER BY v.id)" for column in _CHANGE_COLUMNS)
     statement = f"""
-        WITH v AS MATERIALIZED ({sql}),
-        changed AS MATERIALIZED (SELECT * FROM v WHERE {changes}),
+        WITH v AS MATERIALIZED ({sql})
+        SELECT (SELECT count(*) FROM v), {aggregates} FROM v WHERE {_changes_sql("v", work.requalifying)}
+    """
+    # A read-only transaction of its own, over before the chunk's write begins.
+    with transaction.atomic(), connection.cursor() as cursor:
+        # A chunk is small: compiling it to machine code (JIT) costs more than it saves.
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(statement, params)
+        seen, *arrays = cursor.fetchone()
+    return seen, (arrays if arrays[0] else None)
+
+
+def _rescore_chunk(work, start, end, changes):
+    """Write the changed leads of a chunk (inside its transaction): score, temperature,
+    status and reason, and one timeline event per status change."""
+    if connection.vendor == "postgresql":
+        return _rescore_chunk_postgresql(work, start, end, changes)
+    sql, params = work.verdicts(start, end)
+    return _rescore_chunk_portable(sql, params, work.now, work.event_kind, work.event_data, work.requalifying)
+
+
+def _update_sql(requalifying, changed_rows, in_range):
+    """The UPDATE of the rules' verdicts ``v`` (from ``changed_rows``) onto leads_lead,
+    with the events of the status changes; selects the moves."""
+    rules_own = _rules_own("l", requalifying)
+    return f"""
         upd AS (
             UPDATE leads_lead AS l SET
                 score = v.new_score,
@@ -462,11 +604,8 @@ def _rescore_chunk_postgresql(sql, params, now, event_kind, event_data, requalif
                 requalify_at = CASE WHEN {"TRUE" if requalifying else rules_own + " AND v.new_status <> 'disqualified'"}
                                     THEN NULL ELSE l.requalify_at END,
                 updated_at = %s
-            FROM changed AS v
-            WHERE l.id = v.id {in_range} AND (
-                l.score <> v.new_score OR l.temperature <> v.new_temperature {requalify_clear}
-                OR ({rules_own} AND (l.status <> v.new_status
-                                     OR COALESCE(l.reason_id, -1) <> COALESCE(v.new_reason, -1))))
+            FROM {changed_rows} AS v
+            WHERE l.id = v.id {in_range} AND ({_changes_sql("l", requalifying)})
             RETURNING l.id, v.status AS old_status, l.status AS new_status, l.reason_id,
                       v.temperature AS old_temperature, l.temperature AS new_temperature
         ),
@@ -477,16 +616,40 @@ def _rescore_chunk_postgresql(sql, params, now, event_kind, event_data, requalif
             FROM upd WHERE old_status <> new_status
             RETURNING 1
         )
-        SELECT NULL, NULL, NULL, NULL, (SELECT count(*) FROM v), (SELECT count(*) FROM ins)
+    """
+
+
+def _rescore_chunk_postgresql(work, start, end, changes):
+    """Write the rows read by ``_chunk_changes``, each only if it is still the version
+    read (its xmin): a lead another transaction changed meanwhile is scored again here,
+    from its committed row, inside this transaction."""
+    now = work.now
+    unnest = ", ".join(f"%s::{kind}[]" for kind in _CHANGE_TYPES)
+    changed_rows = f"(SELECT * FROM unnest({unnest}) AS d({', '.join(_CHANGE_COLUMNS)}))"
+    statement = f"""
+        WITH {_update_sql(work.requalifying, changed_rows, "AND l.xmin::text::bigint = v.row_version")}
+        SELECT old_status, new_status, old_temperature, new_temperature, count(*), NULL::bigint[]
+        FROM upd GROUP BY 1, 2, 3, 4
         UNION ALL
-        SELECT old_status, new_status, old_temperature, new_temperature, count(*), 0 FROM upd GROUP BY 1, 2, 3, 4
+        SELECT NULL, NULL, NULL, NULL, 0, (SELECT array_agg(d.id) FROM unnest(%s::bigint[]) AS d(id)
+                                           WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.id = d.id))
     """
     with connection.cursor() as cursor:
-        # A chunk is small: compiling it to machine code (JIT) costs more than it saves.
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute("SET LOCAL work_mem = '64MB'")
-        cursor.execute(statement, [*params, now, now, now, now, *(bounds or ()), event_kind, event_data, now])
-        (_, _, _, _, seen, _), *rows = cursor.fetchall()
+        # The SET clause's parameters come first in the text, then the unnested rows.
+        cursor.execute(statement, [now, now, now, now, *changes, work.event_kind, work.event_data, now, changes[0]])
+        *rows, (_, _, _, _, _, stale) = cursor.fetchall()
+    if stale:
+        # Changed since it was read: the verdict and the write in one statement, as of now.
+        sql, params = compiler.verdict_sql(work.compiled, work.base.filter(id__in=stale, id__gt=start, id__lte=end),
+                                           id_range=(start, end))
+        statement = f"""
+            WITH v AS MATERIALIZED ({sql}),
+            {_update_sql(work.requalifying, "v", "")}
+            SELECT old_status, new_status, old_temperature, new_temperature, count(*), NULL FROM upd GROUP BY 1, 2, 3, 4
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(statement, [*params, now, now, now, now, work.event_kind, work.event_data, now])
+            rows += cursor.fetchall()
     transitions = {}
     changed = status_changes = 0
     for old_status, new_status, old_temp, new_temp, count, _ in rows:
@@ -498,7 +661,28 @@ def _rescore_chunk_postgresql(sql, params, now, event_kind, event_data, requalif
         if old_temp != new_temp:
             key = f"temperature:{old_temp}>{new_temp}"
             transitions[key] = transitions.get(key, 0) + count
-    return {"seen": seen, "changed": changed, "status_changes": status_changes, "transitions": transitions}
+    return {"changed": changed, "status_changes": status_changes, "transitions": transitions}
+
+
+STAMP = {"qualified": "qualified_at", "disqualified": "disqualified_at", "out_of_focus": "out_of_focus_at"}
+
+
+def _portable_update(row, requalifying):
+    """The columns a verdict row changes (SQLite), {} when none."""
+    own = row["status"] != "converted" and (
+        row["status_set_by"] == "rules" or (requalifying and row["new_status"] == "qualified")
+    )
+    update = {}
+    if (row["score"], row["temperature"]) != (row["new_score"], row["new_temperature"]):
+        update.update(score=row["new_score"], temperature=row["new_temperature"])
+    if own and (row["status"], row["reason_id"]) != (row["new_status"], row["new_reason"]):
+        update.update(status=row["new_status"], reason_id=row["new_reason"], status_set_by="rules")
+        if row["new_status"] != row["status"]:
+            update[STAMP[row["new_status"]]] = True
+            update["reason_note"] = ""
+    if row["requalify_at"] is not None and (requalifying or (own and row["new_status"] != "disqualified")):
+        update["requalify_at"] = None
+    return update
 
 
 def _rescore_chunk_portable(sql, params, now, event_kind, event_data, requalifying):
@@ -507,25 +691,13 @@ def _rescore_chunk_portable(sql, params, now, event_kind, event_data, requalifyi
         cursor.execute(sql, params)
         columns = [column[0] for column in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    stamp = {"qualified": "qualified_at", "disqualified": "disqualified_at", "out_of_focus": "out_of_focus_at"}
     transitions, events = {}, []
     changed = status_changes = 0
     for row in rows:
-        own = row["status"] != "converted" and (
-            row["status_set_by"] == "rules" or (requalifying and row["new_status"] == "qualified")
-        )
-        update = {}
-        if (row["score"], row["temperature"]) != (row["new_score"], row["new_temperature"]):
-            update.update(score=row["new_score"], temperature=row["new_temperature"])
-        if own and (row["status"], row["reason_id"]) != (row["new_status"], row["new_reason"]):
-            update.update(status=row["new_status"], reason_id=row["new_reason"], status_set_by="rules")
-            if row["new_status"] != row["status"]:
-                update[stamp[row["new_status"]]] = now
-                update["reason_note"] = ""
-        if row["requalify_at"] is not None and (requalifying or (own and row["new_status"] != "disqualified")):
-            update["requalify_at"] = None
+        update = _portable_update(row, requalifying)
         if not update:
             continue
+        update.update({name: now for name in STAMP.values() if name in update})
         Lead.objects.filter(pk=row["id"]).update(**update, updated_at=now)
         changed += 1
         if update.get("status", row["status"]) != row["status"]:
@@ -540,7 +712,7 @@ def _rescore_chunk_portable(sql, params, now, event_kind, event_data, requalifyi
             key = f"temperature:{row['temperature']}>{update['temperature']}"
             transitions[key] = transitions.get(key, 0) + 1
     LeadEvent.objects.bulk_create(events)
-    return {"seen": len(rows), "changed": changed, "status_changes": status_changes, "transitions": transitions}
+    return {"changed": changed, "status_changes": status_changes, "transitions": transitions}
 
 
 # --- Preview -----------------------------------------------------------------------------------------

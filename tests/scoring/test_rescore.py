@@ -3,6 +3,8 @@
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from leads import services as lead_services
@@ -67,6 +69,73 @@ def test_a_rerun_changes_nothing_and_writes_no_events():
     assert (again.leads_changed, again.status_changes) == (0, 0)
     assert again.leads_seen == len(PEOPLE)
     assert LeadEvent.objects.count() == events
+
+
+def test_a_rerun_writes_no_lead_row_and_leaves_updated_at_alone():
+    make_leads()
+    ruleset = pallet_ruleset()
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk, chunk_size=3)
+    stamps = dict(Lead.objects.values_list("pk", "updated_at"))
+    events = LeadEvent.objects.count()
+    job = services.rescore_job_create(ruleset=ruleset)
+    with CaptureQueriesContext(connection) as queries:
+        again = services.rescore_job_run(job_id=job.pk, chunk_size=3)
+    writes = [query["sql"] for query in queries.captured_queries
+              if any(write in query["sql"].upper().replace('"', "")
+                     for write in ("UPDATE LEADS_LEAD ", "INSERT INTO LEADS_LEADEVENT"))]
+    assert writes == []
+    assert dict(Lead.objects.values_list("pk", "updated_at")) == stamps
+    assert LeadEvent.objects.count() == events
+    # Its progress is still complete: every lead seen, the job done.
+    assert (again.status, again.leads_seen, again.leads_changed, again.progress) == (
+        RescoreJob.Status.DONE, len(PEOPLE), 0, 100)
+
+
+def test_a_chunk_that_changes_leads_after_chunks_that_did_not_records_their_progress_too():
+    leads = make_leads()
+    ruleset = pallet_ruleset()
+    services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk, chunk_size=2)
+    last = leads[-1]
+    Lead.objects.filter(pk=last.pk).update(state="RJ")  # now out of the service area
+    again = services.rescore_job_run(job_id=services.rescore_job_create(ruleset=ruleset).pk, chunk_size=2)
+    assert (again.leads_seen, again.leads_changed, again.status_changes) == (len(PEOPLE), 1, 1)
+    assert again.transitions == {"status:disqualified>out_of_focus": 1}
+    last.refresh_from_db()
+    assert last.status == LeadStatus.OUT_OF_FOCUS
+
+
+def test_the_chunk_size_shrinks_after_a_slow_transaction_and_grows_after_fast_ones_within_bounds():
+    sizer = services.ChunkSizer()
+    assert sizer.size() == 1250
+    assert sizer.record(1250, 1.5) < 1250  # slower than 0.75 s: smaller
+    for _ in range(10):
+        sizer.record(sizer.size(), 30.0)
+    assert sizer.size() == 500  # never below the floor, however slow
+    assert sizer.record(500, 0.5) == 500  # within the band: unchanged
+    for _ in range(20):
+        sizer.record(sizer.size(), 0.05)
+    assert sizer.size() == 5000  # never above the ceiling, however fast
+    assert sizer.record(5000, 0.0) == 5000  # a chunk that wrote nothing
+    fixed = services.FixedChunks(3)
+    assert (fixed.record(3, 30.0), fixed.record(3, 0.0)) == (3, 3)
+
+
+def test_chunk_sizes_adapt_during_a_job_and_cover_every_lead_once(monkeypatch):
+    make_leads()
+    sizes = []
+    sizer = services.ChunkSizer(size=2, low=1, high=4)
+    original = sizer.record
+
+    def record(size, seconds):
+        sizes.append(size)
+        return original(size, 10.0 if size > 2 else 0.0)  # a chunk over two leads is "slow"
+
+    monkeypatch.setattr(sizer, "record", record)
+    monkeypatch.setattr(services, "ChunkSizer", lambda: sizer)
+    job = services.rescore_job_run(job_id=services.ruleset_activate(ruleset=pallet_ruleset()).pk)
+    assert job.status == RescoreJob.Status.DONE and job.leads_seen == len(PEOPLE)
+    assert sum(sizes) == job.last_id - job.first_id and 3 in sizes and 1 in sizes
+    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED).count() == len(PEOPLE)
 
 
 def test_a_persons_decision_is_never_overwritten_but_its_score_updates(rep):
@@ -179,3 +248,28 @@ def test_on_postgresql_chunks_rescored_and_previewed_in_parallel_give_the_engine
         moved[("new", lead.status)] = moved.get(("new", lead.status), 0) + 1
     assert moved == impact["status"]  # the preview predicted exactly what the activation did
     assert job.status_changes == LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED).count() == len(leads)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_lead_changed_between_the_read_and_the_write_is_scored_from_its_committed_row(
+        require_postgres, monkeypatch):
+    leads = make_leads()
+    ruleset = pallet_ruleset()
+    target = leads[0]  # qualifies in SP
+    original = services._chunk_changes
+
+    def changed_meanwhile(work, start, end):
+        read = original(work, start, end)
+        # Another transaction (autocommit here) moves the lead out of the area after the read.
+        Lead.objects.filter(pk=target.pk).update(state="RJ")
+        return read
+
+    monkeypatch.setattr(services, "_chunk_changes", changed_meanwhile)
+    job = services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk, chunk_size=1000,
+                                   workers=1)
+    target.refresh_from_db()
+    verdict = services.lead_evaluate(lead=target, rules=services.ruleset_to_engine(ruleset))
+    assert (target.status, target.score) == (verdict.status, verdict.score) == (LeadStatus.OUT_OF_FOCUS, target.score)
+    assert job.leads_changed == len(PEOPLE)
+    event = target.events.get(kind=LeadEvent.Kind.STATUS_CHANGED)
+    assert (event.from_status, event.to_status) == (LeadStatus.NEW, LeadStatus.OUT_OF_FOCUS)
