@@ -545,9 +545,9 @@ def rule_effectiveness(leads):
         return None, [], {}
     rules = _report_rules(ruleset)
     # The database groups the cohort by bit mask (one pass; tens of thousands of distinct
-    # masks over a million leads), then adds each group's counts to every rule whose bit
-    # it has (a join with the bit numbers), so a row per rule comes back, and one (bit -1)
-    # for the coverage.
+    # masks over a million leads), then those groups by each byte of their mask (a few
+    # hundred rows): a rule's figures are the sums over the values of its byte that have
+    # its bit. Plus one row (byte -1) for the coverage.
     groups = (
         leads.annotate(stored=FilteredRelation("rule_matches", condition=Q(rule_matches__ruleset=ruleset)))
         .values(r_mask=F("stored__mask"))
@@ -557,24 +557,31 @@ def rule_effectiveness(leads):
         .order_by()
     )
     inner, params = groups.query.sql_with_params()
-    statement = f"""
-        WITH RECURSIVE g AS ({inner}),
-        bits (bit) AS (SELECT 0 UNION ALL SELECT bit + 1 FROM bits WHERE bit < %s)
-        SELECT bits.bit, SUM(g.n), SUM(g.qualified), SUM(g.converted), SUM(g.good), SUM(g.bad), NULL
-        FROM g JOIN bits ON (g.r_mask & (CAST(1 AS BIGINT) << bits.bit)) <> 0
-        GROUP BY bits.bit
-        UNION ALL
-        SELECT -1, SUM(g.n), SUM(CASE WHEN g.r_mask IS NULL THEN 0 ELSE g.n END), 0, 0, 0, MAX(g.computed_at)
-        FROM g
-    """
+    by_byte = " UNION ALL ".join(
+        f"SELECT {byte}, (g.r_mask >> {8 * byte}) & 255, SUM(g.n), SUM(g.qualified), SUM(g.converted), "
+        f"SUM(g.good), SUM(g.bad), NULL FROM g WHERE g.r_mask IS NOT NULL GROUP BY 2"
+        for byte in range((len(rules) + 7) // 8)
+    )
+    statement = (
+        f"WITH g AS ({inner}) "
+        f"SELECT -1, 0, SUM(g.n), SUM(CASE WHEN g.r_mask IS NULL THEN 0 ELSE g.n END), 0, 0, 0, "
+        f"MAX(g.computed_at) FROM g" + (f" UNION ALL {by_byte}" if by_byte else "")
+    )
+    totals = [[0, 0, 0, 0, 0] for _rule in rules]
+    coverage = {"covered": 0, "cohort": 0, "computed_at": None}
     with connection.cursor() as cursor:
-        cursor.execute(statement, [*params, len(rules) - 1])
-        rows = {bit: values for bit, *values in cursor.fetchall()}
-    cohort_size, covered, *_zeros, computed_at = rows.pop(-1)
-    coverage = {"covered": int(covered or 0), "cohort": int(cohort_size or 0), "computed_at": _from_db(computed_at)}
+        cursor.execute(statement, params)
+        for byte, value, *counts, computed_at in cursor.fetchall():
+            if byte == -1:
+                coverage.update(cohort=int(counts[0] or 0), covered=int(counts[1] or 0),
+                                computed_at=_from_db(computed_at))
+                continue
+            for bit in range(8):
+                index = 8 * byte + bit
+                if value & (1 << bit) and index < len(rules):
+                    totals[index] = [total + int(count) for total, count in zip(totals[index], counts, strict=True)]
     return ruleset, [
-        RuleRow(rule.pk, rule.name, rule.effect, rule.points, *(int(v) for v in rows.get(i, [0] * 5)[:5]))
-        for i, rule in enumerate(rules)
+        RuleRow(rule.pk, rule.name, rule.effect, rule.points, *totals[i]) for i, rule in enumerate(rules)
     ], coverage
 
 
