@@ -46,7 +46,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 
@@ -631,25 +631,28 @@ class Dashboard:
 def dashboard(*, period, breakdown_by="", base=None, concurrent=None):
     """Every figure of the dashboard for ``period`` (and ``base``, e.g. a segment).
 
-    The rule effectiveness is computed meanwhile on a second connection, in a thread, when
-    ``concurrent`` (by default: on PostgreSQL outside a transaction, since another
-    connection cannot see an open transaction's rows). Its snapshot is then a few
-    milliseconds apart from the other figures'."""
+    The rule effectiveness, and the breakdown if any, are computed meanwhile on connections
+    of their own, in threads, when ``concurrent`` (by default: on PostgreSQL outside a
+    transaction, since another connection cannot see an open transaction's rows). Their
+    snapshots are then a few milliseconds apart from the other figures'."""
     if breakdown_by not in BREAKDOWNS:
         raise ValueError(f"unknown breakdown {breakdown_by!r}")
     if concurrent is None:
         concurrent = connection.vendor == "postgresql" and not connection.in_atomic_block
-    rules = None
+    background = {}
     if concurrent:
         leads = cohort(period=period, base=base)
-        rules = _on_another_connection(lambda: rule_effectiveness(leads), name="dashboard-rules")
+        background["rules"] = _on_another_connection(lambda: rule_effectiveness(leads), name="dashboard-rules")
+        if breakdown_by:
+            background["groups"] = _on_another_connection(lambda: breakdown(leads, breakdown_by, period),
+                                                          name="dashboard-breakdown")
     try:
         with transaction.atomic():
             _jit_off()
-            return _dashboard(period=period, breakdown_by=breakdown_by, base=base, rules=rules)
+            return _dashboard(period=period, breakdown_by=breakdown_by, base=base, background=background)
     finally:
-        if rules is not None:
-            rules.join()
+        for thread in background.values():
+            thread.join()
 
 
 def _jit_off():
@@ -660,13 +663,17 @@ def _jit_off():
 
 
 class _Background(threading.Thread):
+    """``work()`` on this thread's own connection (closed afterwards), in the starting
+    thread's language and time zone; ``result()`` waits for its value or raises its error."""
+
     def __init__(self, work, name):
         super().__init__(name=name, daemon=True)
         self.work, self.value, self.error = work, None, None
+        self.language, self.timezone = translation.get_language(), timezone.get_current_timezone()
 
     def run(self):
         try:
-            with transaction.atomic():
+            with translation.override(self.language), timezone.override(self.timezone), transaction.atomic():
                 _jit_off()
                 self.value = self.work()
         except Exception as exc:  # noqa: BLE001 - re-raised by the caller's thread
@@ -682,22 +689,24 @@ class _Background(threading.Thread):
 
 
 def _on_another_connection(work, *, name):
-    """Start ``work()`` in a thread, on a database connection of its own (closed
-    afterwards); ``.result()`` waits for its value or raises its error."""
     thread = _Background(work, name)
     thread.start()
     return thread
 
 
-def _dashboard(*, period, breakdown_by, base, rules):
+def _dashboard(*, period, breakdown_by, base, background):
     leads = cohort(period=period, base=base)
     months = months_between(period)
     counts = tally(leads, period, months)
     reason_rows = reasons(counts)
     total = funnel(leads, period, counts)
-    groups = breakdown(leads, breakdown_by, period) if breakdown_by else []
     requalified = requalification(period=period, base=base)
-    ruleset, rule_rows, coverage = rules.result() if rules is not None else rule_effectiveness(leads)
+    if "groups" in background:
+        groups = background["groups"].result()
+    else:
+        groups = breakdown(leads, breakdown_by, period) if breakdown_by else []
+    ruleset, rule_rows, coverage = background["rules"].result() if "rules" in background else \
+        rule_effectiveness(leads)
     return Dashboard(
         period=period, breakdown_by=breakdown_by, total=total, groups=groups, reasons=reason_rows,
         reasons_trend=reasons_trend(counts, reason_rows), months=months, quality=quality_by_source(counts),

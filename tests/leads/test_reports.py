@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from leads import reports, services
 from leads.models import Lead, LeadStatus, SpendRecord
@@ -173,10 +173,10 @@ def test_leads_not_yet_evaluated_are_reported_as_not_covered(world):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_on_postgresql_rule_effectiveness_is_computed_meanwhile_on_another_connection(world, require_postgres,
-                                                                                      monkeypatch):
+def test_on_postgresql_rules_and_breakdown_are_computed_meanwhile_on_other_connections(world, require_postgres,
+                                                                                       monkeypatch):
     # Committed data (a transactional test), so that the other connection sees it.
-    compute, threads = reports.rule_effectiveness, []
+    compute, compute_breakdown, threads = reports.rule_effectiveness, reports.breakdown, []
 
     def spy(leads):
         threads.append(threading.current_thread().name)
@@ -192,6 +192,17 @@ def test_on_postgresql_rule_effectiveness_is_computed_meanwhile_on_another_conne
     serial = reports.dashboard(period=world["period"], concurrent=False)
     assert threads[1:] == [threading.current_thread().name]
     assert serial.rules == data.rules and serial.rules_coverage == data.rules_coverage
+
+    # The breakdown too, in the caller's language.
+    def spy_breakdown(*args):
+        threads.append(threading.current_thread().name)
+        return compute_breakdown(*args)
+
+    monkeypatch.setattr(reports, "breakdown", spy_breakdown)
+    with translation.override("pt-br"):
+        groups = {g.label: g for g in reports.dashboard(period=world["period"], breakdown_by="utm_campaign").groups}
+    assert sorted(threads[2:]) == ["dashboard-breakdown", "dashboard-rules"]
+    assert groups["promo"].captured == 2 and groups["Sem campanha"].captured == 4
 
     def broken(leads):
         raise RuntimeError("rules failed")
