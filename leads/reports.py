@@ -315,7 +315,14 @@ def _labels(dimension, keys):
 def breakdown(leads, dimension, period):
     """One Row per group of ``dimension`` (the largest MAX_GROUPS, then 'Other')."""
     column = _GROUP_COLUMN[dimension]
-    rows = list(leads.values(column).annotate(**funnel_aggregates()).order_by("-captured", column))
+    # Two passes: the counts hashed by group over every lead, then the times (whose medians
+    # need their rows sorted by group) over the qualified leads only.
+    counts = {name: aggregate for name, aggregate in funnel_aggregates().items() if name not in _time_aggregates()}
+    rows = list(leads.values(column).annotate(**counts).order_by("-captured", column))
+    timed = {row.pop(column): row for row in
+             leads.filter(qualified_at__isnull=False).values(column).annotate(**_time_aggregates()).order_by()}
+    for row in rows:
+        row.update(timed.get(row[column], {}))
     spend = spend_by(dimension, period)
     labels = _labels(dimension, [row[column] for row in rows])
     empty = {"source": _("No source"), "form": _("No form"), "utm_campaign": _("No campaign"),
@@ -396,13 +403,19 @@ def tally(leads, period, months=None):
     return result
 
 
+def _time_aggregates():
+    return {
+        "qualify_mean": Avg(_when(QUALIFY_TIMED, TO_QUALIFY)),
+        "qualify_median": Median(_when(QUALIFY_TIMED, TO_QUALIFY)),
+        "touch_mean": Avg(_when(TOUCHED, TO_TOUCH)),
+        "touch_median": Median(_when(TOUCHED, TO_TOUCH)),
+    }
+
+
 def times(leads):
     """Mean and median times to qualify and to first touch (seconds) of the cohort: one
     pass over its qualified leads."""
-    return leads.filter(qualified_at__isnull=False).aggregate(
-        qualify_mean=Avg(_when(QUALIFY_TIMED, TO_QUALIFY)), qualify_median=Median(_when(QUALIFY_TIMED, TO_QUALIFY)),
-        touch_mean=Avg(_when(TOUCHED, TO_TOUCH)), touch_median=Median(_when(TOUCHED, TO_TOUCH)),
-    )
+    return leads.filter(qualified_at__isnull=False).aggregate(**_time_aggregates())
 
 
 def funnel(leads, period, counts=None):
