@@ -20,6 +20,7 @@ narrowed to a saved segment). Each figure is defined once, here:
 """
 
 import datetime
+import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -28,13 +29,16 @@ from django.db.models import (
     Aggregate,
     Avg,
     BigIntegerField,
+    BooleanField,
     Case,
     Count,
     Exists,
+    ExpressionWrapper,
     F,
     FilteredRelation,
     FloatField,
     Func,
+    IntegerField,
     Max,
     OuterRef,
     Q,
@@ -42,8 +46,8 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import TruncMonth
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 
 from .models import Form, Lead, LeadEvent, LeadStatus, Reason, Source, SpendRecord
@@ -75,7 +79,8 @@ class SecondsBetween(Func):
     def as_postgresql(self, compiler, connection, **extra):
         start, start_params = compiler.compile(self.source_expressions[0])
         end, end_params = compiler.compile(self.source_expressions[1])
-        return f"EXTRACT(EPOCH FROM ({end} - {start}))::float8", [*end_params, *start_params]
+        # date_part is a float already; EXTRACT computes a numeric, several times slower.
+        return f"date_part('epoch', {end} - {start})", [*end_params, *start_params]
 
     def as_sql(self, compiler, connection, **extra):
         start, start_params = compiler.compile(self.source_expressions[0])
@@ -116,6 +121,29 @@ class Median(Aggregate):
         connection.connection.create_aggregate("funil_median", 1, _SqliteMedian)
         inner, params = compiler.compile(self.source_expressions[0])
         return f"funil_median({inner})", params
+
+
+class MonthBucket(Func):
+    """The 1-based index of the month a timestamp falls in, given ``bounds``: the first
+    instants of consecutive months, then the end of the last (0 before the first). On
+    PostgreSQL ``width_bucket`` (a binary search per row, where truncating to the month in
+    the local time zone would convert every timestamp); elsewhere a sum of comparisons."""
+
+    output_field = IntegerField()
+
+    def __init__(self, expression, bounds):
+        super().__init__(expression)
+        self.bounds = list(bounds)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"width_bucket({sql}, %s::timestamptz[])", [*params, self.bounds]
+
+    def as_sql(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        bounds = [connection.ops.adapt_datetimefield_value(bound) for bound in self.bounds]
+        return "(" + " + ".join(f"({sql} >= %s)" for _bound in bounds) + ")", [
+            value for bound in bounds for value in (*params, bound)]
 
 
 def _when(condition, value):
@@ -284,16 +312,17 @@ def _labels(dimension, keys):
     return {key: key for key in keys}
 
 
-def funnel(leads, period):
-    """The cohort's funnel as one Row."""
-    values = leads.aggregate(**funnel_aggregates())
-    return _row(None, str(_("All leads")), values, spend=spend_total(period))
-
-
 def breakdown(leads, dimension, period):
     """One Row per group of ``dimension`` (the largest MAX_GROUPS, then 'Other')."""
     column = _GROUP_COLUMN[dimension]
-    rows = list(leads.values(column).annotate(**funnel_aggregates()).order_by("-captured", column))
+    # Two passes: the counts hashed by group over every lead, then the times (whose medians
+    # need their rows sorted by group) over the qualified leads only.
+    counts = {name: aggregate for name, aggregate in funnel_aggregates().items() if name not in _time_aggregates()}
+    rows = list(leads.values(column).annotate(**counts).order_by("-captured", column))
+    timed = {row.pop(column): row for row in
+             leads.filter(qualified_at__isnull=False).values(column).annotate(**_time_aggregates()).order_by()}
+    for row in rows:
+        row.update(timed.get(row[column], {}))
     spend = spend_by(dimension, period)
     labels = _labels(dimension, [row[column] for row in rows])
     empty = {"source": _("No source"), "form": _("No form"), "utm_campaign": _("No campaign"),
@@ -311,42 +340,6 @@ def breakdown(leads, dimension, period):
     return result
 
 
-@dataclass
-class ReasonRow:
-    reason_id: int | None
-    label: str
-    status: str
-    count: int
-
-
-def reasons(leads):
-    """Disqualified and out-of-focus leads of the cohort by reason, most frequent first."""
-    rows = (leads.filter(status__in=[LeadStatus.DISQUALIFIED, LeadStatus.OUT_OF_FOCUS])
-            .values("reason_id", "status").annotate(count=Count("id")).order_by("-count", "reason_id"))
-    rows = list(rows)
-    labels = dict(Reason.objects.filter(pk__in=[r["reason_id"] for r in rows]).values_list("pk", "label"))
-    return [ReasonRow(r["reason_id"], labels.get(r["reason_id"], str(_("No reason"))), r["status"], r["count"])
-            for r in rows]
-
-
-def reasons_trend(leads, reason_rows):
-    """{reason label: {month: count}} for the most frequent reasons, by month of capture."""
-    top = []
-    for row in reason_rows:
-        if row.reason_id not in top:
-            top.append(row.reason_id)
-    top = top[:TREND_REASONS]
-    counts = (leads.filter(status__in=[LeadStatus.DISQUALIFIED, LeadStatus.OUT_OF_FOCUS], reason_id__in=top)
-              .annotate(month=TruncMonth("created_at")).values("month", "reason_id")
-              .annotate(count=Count("id")).order_by("month"))
-    labels = {row.reason_id: row.label for row in reason_rows}
-    series = {labels[pk]: {} for pk in top if pk in labels}
-    for row in counts:
-        month = row["month"].date() if isinstance(row["month"], datetime.datetime) else row["month"]
-        series[labels[row["reason_id"]]][month] = row["count"]
-    return series
-
-
 def months_between(period):
     first, after = period.months()
     months = []
@@ -356,13 +349,118 @@ def months_between(period):
     return months
 
 
-def quality_by_source(leads):
+def _month_bounds(months, period):
+    """The first instant of each month (local time), then of the month after the last."""
+    tz = timezone.get_current_timezone()
+    return [datetime.datetime.combine(day, datetime.time.min, tzinfo=tz) for day in [*months, period.months()[1]]]
+
+
+LOST = (LeadStatus.DISQUALIFIED, LeadStatus.OUT_OF_FOCUS)
+
+
+@dataclass
+class Tally:
+    """The counts of a cohort that one pass gives (``tally``), folded per figure."""
+
+    total: dict
+    reasons: dict  # (reason_id, status) -> leads disqualified or out of focus
+    trend: dict  # (reason_id, month) -> the same, by month of capture
+    quality: dict  # source_id -> [good fit, bad fit]
+
+
+def tally(leads, period, months=None):
+    """The funnel's counts and deal value, the reasons and their months, and the ratings by
+    source, from one GROUP BY over the cohort (an index-only scan of ``lead_report_idx``): a
+    few thousand groups at most (statuses × ratings × reasons × sources × months), added up
+    here."""
+    months = months_between(period) if months is None else months
+    rows = (leads.annotate(r_reached=ExpressionWrapper(Q(qualified_at__isnull=False), output_field=BooleanField()),
+                           r_month=MonthBucket("created_at", _month_bounds(months, period)))
+            .values_list("status", "fit", "r_reached", "reason_id", "source_id", "r_month")
+            .annotate(n=Count("*"), value=Sum("deal_value")).order_by())
+    total = dict.fromkeys(("captured", "qualified", "converted", "disqualified", "out_of_focus", "new",
+                           "good_fit", "bad_fit"), 0)
+    total["deal_value"] = Decimal("0")
+    result = Tally(total=total, reasons={}, trend={}, quality={})
+    for status, fit, reached, reason_id, source_id, month, n, value in rows:
+        total["captured"] += n
+        if reached or status == LeadStatus.CONVERTED:
+            total["qualified"] += n
+        if status == LeadStatus.CONVERTED:
+            total["converted"] += n
+            total["deal_value"] += value or 0
+        elif status in (LeadStatus.DISQUALIFIED, LeadStatus.OUT_OF_FOCUS, LeadStatus.NEW):
+            total[status] += n
+        if status in LOST:
+            result.reasons[reason_id, status] = result.reasons.get((reason_id, status), 0) + n
+            if 0 < month <= len(months):
+                key = (reason_id, months[month - 1])
+                result.trend[key] = result.trend.get(key, 0) + n
+        if fit in ("good", "bad"):
+            total[f"{fit}_fit"] += n
+            counts = result.quality.setdefault(source_id, [0, 0])
+            counts[fit == "bad"] += n
+    return result
+
+
+def _time_aggregates():
+    return {
+        "qualify_mean": Avg(_when(QUALIFY_TIMED, TO_QUALIFY)),
+        "qualify_median": Median(_when(QUALIFY_TIMED, TO_QUALIFY)),
+        "touch_mean": Avg(_when(TOUCHED, TO_TOUCH)),
+        "touch_median": Median(_when(TOUCHED, TO_TOUCH)),
+    }
+
+
+def times(leads):
+    """Mean and median times to qualify and to first touch (seconds) of the cohort: one
+    pass over its qualified leads."""
+    return leads.filter(qualified_at__isnull=False).aggregate(**_time_aggregates())
+
+
+def funnel(leads, period, counts=None):
+    """The cohort's funnel as one Row (``counts``: its ``tally``, when already computed)."""
+    counts = tally(leads, period) if counts is None else counts
+    return _row(None, str(_("All leads")), {**counts.total, **times(leads)}, spend=spend_total(period))
+
+
+@dataclass
+class ReasonRow:
+    reason_id: int | None
+    label: str
+    status: str
+    count: int
+
+
+def reasons(counts):
+    """Disqualified and out-of-focus leads of the cohort by reason, most frequent first."""
+    keys = sorted(counts.reasons, key=lambda key: (-counts.reasons[key], key[0] is None, key[0] or 0, key[1]))
+    labels = dict(Reason.objects.filter(pk__in=[reason_id for reason_id, _status in keys])
+                  .values_list("pk", "label"))
+    return [ReasonRow(reason_id, labels.get(reason_id, str(_("No reason"))), status, counts.reasons[reason_id, status])
+            for reason_id, status in keys]
+
+
+def reasons_trend(counts, reason_rows):
+    """{reason label: {month: count}} for the most frequent reasons, by month of capture."""
+    top = []
+    for row in reason_rows:
+        if row.reason_id not in top:
+            top.append(row.reason_id)
+    top = top[:TREND_REASONS]
+    labels = {row.reason_id: row.label for row in reason_rows}
+    series = {labels[pk]: {} for pk in top if pk in labels}
+    for (reason_id, month), count in sorted(counts.trend.items(), key=lambda item: item[0][1]):
+        if reason_id in top:
+            series[labels[reason_id]][month] = count
+    return series
+
+
+def quality_by_source(counts):
     """Sales' ratings of the cohort by source: [(label, good, bad)]."""
-    rows = list(leads.exclude(fit="").values("source_id")
-                .annotate(good=Count("id", filter=Q(fit="good")), bad=Count("id", filter=Q(fit="bad")))
-                .order_by("-bad", "-good", "source_id"))
-    labels = _labels("source", [r["source_id"] for r in rows])
-    return [(labels.get(r["source_id"]) or str(_("No source")), r["good"], r["bad"]) for r in rows]
+    rows = sorted(counts.quality.items(), key=lambda item: (-item[1][1], -item[1][0], item[0] is None, item[0] or 0))
+    labels = _labels("source", [source_id for source_id, _counts in rows])
+    return [(labels.get(source_id) or str(_("No source")), good, bad) for source_id, (good, bad) in rows]
 
 
 @dataclass
@@ -459,35 +557,54 @@ def rule_effectiveness(leads):
     if ruleset is None:
         return None, [], {}
     rules = _report_rules(ruleset)
-    # Few distinct combinations of matched rules exist: the database groups the cohort by
-    # its bit mask (one pass), and each group's counts are added to the rules it has.
+    # The database groups the cohort by bit mask (one pass; tens of thousands of distinct
+    # masks over a million leads), then those groups by each byte of their mask (a few
+    # hundred rows): a rule's figures are the sums over the values of its byte that have
+    # its bit. Plus one row (byte -1) for the coverage.
     groups = (
         leads.annotate(stored=FilteredRelation("rule_matches", condition=Q(rule_matches__ruleset=ruleset)))
         .values(r_mask=F("stored__mask"))
-        .annotate(n=Count("id"), qualified=Count("id", filter=REACHED_QUALIFIED),
+        .annotate(n=Count("*"), qualified=Count("id", filter=REACHED_QUALIFIED),
                   converted=Count("id", filter=CONVERTED), good=Count("id", filter=Q(fit="good")),
                   bad=Count("id", filter=Q(fit="bad")), computed_at=Max("stored__computed_at"))
         .order_by()
     )
+    inner, params = groups.query.sql_with_params()
+    by_byte = " UNION ALL ".join(
+        f"SELECT {byte}, (g.r_mask >> {8 * byte}) & 255, SUM(g.n), SUM(g.qualified), SUM(g.converted), "
+        f"SUM(g.good), SUM(g.bad), NULL FROM g WHERE g.r_mask IS NOT NULL GROUP BY 2"
+        for byte in range((len(rules) + 7) // 8)
+    )
+    statement = (
+        f"WITH g AS ({inner}) "
+        f"SELECT -1, 0, SUM(g.n), SUM(CASE WHEN g.r_mask IS NULL THEN 0 ELSE g.n END), 0, 0, 0, "
+        f"MAX(g.computed_at) FROM g" + (f" UNION ALL {by_byte}" if by_byte else "")
+    )
     totals = [[0, 0, 0, 0, 0] for _rule in rules]
     coverage = {"covered": 0, "cohort": 0, "computed_at": None}
-    for group in groups:
-        coverage["cohort"] += group["n"]
-        mask = group["r_mask"]
-        if mask is None:
-            continue
-        coverage["covered"] += group["n"]
-        if coverage["computed_at"] is None or group["computed_at"] > coverage["computed_at"]:
-            coverage["computed_at"] = group["computed_at"]
-        counts = (group["n"], group["qualified"], group["converted"], group["good"], group["bad"])
-        for index in range(len(rules)):
-            if mask & (1 << index):
-                total = totals[index]
-                for position, value in enumerate(counts):
-                    total[position] += value
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        for byte, value, *counts, computed_at in cursor.fetchall():
+            if byte == -1:
+                coverage.update(cohort=int(counts[0] or 0), covered=int(counts[1] or 0),
+                                computed_at=_from_db(computed_at))
+                continue
+            for bit in range(8):
+                index = 8 * byte + bit
+                if value & (1 << bit) and index < len(rules):
+                    totals[index] = [total + int(count) for total, count in zip(totals[index], counts, strict=True)]
     return ruleset, [
         RuleRow(rule.pk, rule.name, rule.effect, rule.points, *totals[i]) for i, rule in enumerate(rules)
     ], coverage
+
+
+def _from_db(value):
+    """A timestamp a raw query returned (SQLite gives its text)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value, datetime.UTC)
+    return value
 
 
 def requalification(*, period, base=None):
@@ -524,27 +641,87 @@ class Dashboard:
     requalification: dict = field(default_factory=dict)
 
 
-def dashboard(*, period, breakdown_by="", base=None):
-    """Every figure of the dashboard for ``period`` (and ``base``, e.g. a segment)."""
+def dashboard(*, period, breakdown_by="", base=None, concurrent=None):
+    """Every figure of the dashboard for ``period`` (and ``base``, e.g. a segment).
+
+    The rule effectiveness, and the breakdown if any, are computed meanwhile on connections
+    of their own, in threads, when ``concurrent`` (by default: on PostgreSQL outside a
+    transaction, since another connection cannot see an open transaction's rows). Their
+    snapshots are then a few milliseconds apart from the other figures'."""
     if breakdown_by not in BREAKDOWNS:
         raise ValueError(f"unknown breakdown {breakdown_by!r}")
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Compiling these wide aggregates with LLVM costs more than running them.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL jit = off")
-        return _dashboard(period=period, breakdown_by=breakdown_by, base=base)
+    if concurrent is None:
+        concurrent = connection.vendor == "postgresql" and not connection.in_atomic_block
+    background = {}
+    if concurrent:
+        leads = cohort(period=period, base=base)
+        background["rules"] = _on_another_connection(lambda: rule_effectiveness(leads), name="dashboard-rules")
+        if breakdown_by:
+            background["groups"] = _on_another_connection(lambda: breakdown(leads, breakdown_by, period),
+                                                          name="dashboard-breakdown")
+    try:
+        with transaction.atomic():
+            _jit_off()
+            return _dashboard(period=period, breakdown_by=breakdown_by, base=base, background=background)
+    finally:
+        for thread in background.values():
+            thread.join()
 
 
-def _dashboard(*, period, breakdown_by, base):
+def _jit_off():
+    if connection.vendor == "postgresql":
+        # Compiling these wide aggregates with LLVM costs more than running them.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+
+
+class _Background(threading.Thread):
+    """``work()`` on this thread's own connection (closed afterwards), in the starting
+    thread's language and time zone; ``result()`` waits for its value or raises its error."""
+
+    def __init__(self, work, name):
+        super().__init__(name=name, daemon=True)
+        self.work, self.value, self.error = work, None, None
+        self.language, self.timezone = translation.get_language(), timezone.get_current_timezone()
+
+    def run(self):
+        try:
+            with translation.override(self.language), timezone.override(self.timezone), transaction.atomic():
+                _jit_off()
+                self.value = self.work()
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller's thread
+            self.error = exc
+        finally:
+            connection.close()  # this thread's own connection
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _on_another_connection(work, *, name):
+    thread = _Background(work, name)
+    thread.start()
+    return thread
+
+
+def _dashboard(*, period, breakdown_by, base, background):
     leads = cohort(period=period, base=base)
-    reason_rows = reasons(leads)
-    ruleset, rule_rows, coverage = rule_effectiveness(leads)
+    months = months_between(period)
+    counts = tally(leads, period, months)
+    reason_rows = reasons(counts)
+    total = funnel(leads, period, counts)
+    requalified = requalification(period=period, base=base)
+    if "groups" in background:
+        groups = background["groups"].result()
+    else:
+        groups = breakdown(leads, breakdown_by, period) if breakdown_by else []
+    ruleset, rule_rows, coverage = background["rules"].result() if "rules" in background else \
+        rule_effectiveness(leads)
     return Dashboard(
-        period=period, breakdown_by=breakdown_by, total=funnel(leads, period),
-        groups=breakdown(leads, breakdown_by, period) if breakdown_by else [],
-        reasons=reason_rows, reasons_trend=reasons_trend(leads, reason_rows), months=months_between(period),
-        quality=quality_by_source(leads), ruleset=ruleset, rules=rule_rows, rules_coverage=coverage,
-        requalification=requalification(period=period, base=base),
+        period=period, breakdown_by=breakdown_by, total=total, groups=groups, reasons=reason_rows,
+        reasons_trend=reasons_trend(counts, reason_rows), months=months, quality=quality_by_source(counts),
+        ruleset=ruleset, rules=rule_rows, rules_coverage=coverage, requalification=requalified,
     )
-

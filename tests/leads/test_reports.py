@@ -2,12 +2,13 @@
 
 import csv
 import io
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from leads import reports, services
 from leads.models import Lead, LeadStatus, SpendRecord
@@ -169,6 +170,46 @@ def test_leads_not_yet_evaluated_are_reported_as_not_covered(world):
     LeadFactory(email="late@cliente.com.br", state="MG", interest="paletes")
     coverage = reports.dashboard(period=world["period"]).rules_coverage
     assert (coverage["covered"], coverage["cohort"]) == (6, 7)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_rules_and_breakdown_are_computed_meanwhile_on_other_connections(world, require_postgres,
+                                                                                       monkeypatch):
+    # Committed data (a transactional test), so that the other connection sees it.
+    compute, compute_breakdown, threads = reports.rule_effectiveness, reports.breakdown, []
+
+    def spy(leads):
+        threads.append(threading.current_thread().name)
+        return compute(leads)
+
+    monkeypatch.setattr(reports, "rule_effectiveness", spy)
+    data = reports.dashboard(period=world["period"])
+    assert threads == ["dashboard-rules"]
+    deciders = {r.name: r for r in data.rules}["Decisor"]
+    assert (deciders.matched, deciders.qualified, deciders.converted, deciders.bad_fit) == (3, 3, 1, 1)
+    assert data.rules_coverage["covered"] == data.rules_coverage["cohort"] == 6
+    assert data.total.captured == 6
+    serial = reports.dashboard(period=world["period"], concurrent=False)
+    assert threads[1:] == [threading.current_thread().name]
+    assert serial.rules == data.rules and serial.rules_coverage == data.rules_coverage
+
+    # The breakdown too, in the caller's language.
+    def spy_breakdown(*args):
+        threads.append(threading.current_thread().name)
+        return compute_breakdown(*args)
+
+    monkeypatch.setattr(reports, "breakdown", spy_breakdown)
+    with translation.override("pt-br"):
+        groups = {g.label: g for g in reports.dashboard(period=world["period"], breakdown_by="utm_campaign").groups}
+    assert sorted(threads[2:]) == ["dashboard-breakdown", "dashboard-rules"]
+    assert groups["promo"].captured == 2 and groups["Sem campanha"].captured == 4
+
+    def broken(leads):
+        raise RuntimeError("rules failed")
+
+    monkeypatch.setattr(reports, "rule_effectiveness", broken)
+    with pytest.raises(RuntimeError, match="rules failed"):
+        reports.dashboard(period=world["period"])
 
 
 def test_requalified_leads_and_their_conversions(world):
