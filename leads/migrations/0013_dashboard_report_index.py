@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("leads", "0010_one_suppression_list"),
+        ("leads", "0012_rescore_fewer_lead_indexes"),
     ]
 
     operations = [
