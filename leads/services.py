@@ -410,50 +410,59 @@ def _write_rows(rows, *, update=None):
     """INSERT ``rows`` (unsaved model instances, any models) and, with ``update``
     ``(instance, {field: value})``, UPDATE that row, all in one statement (PostgreSQL:
     data-modifying WITH clauses). Prebuilt column lists; no ORM query compilation."""
+    db = transaction.get_connection()
     parts, params = [], []
     by_model = {}
     for row in rows:
         by_model.setdefault(type(row), []).append(row)
     for model, objs in by_model.items():
-        fields = _insert_fields(model)
-        quote = connection.ops.quote_name
-        values = []
+        insert, placeholders, fields = _insert_sql(model, db)
+        parts.append(f"{insert} VALUES {', '.join([placeholders] * len(objs))}")
         for obj in objs:
-            values.append(f"({', '.join(['%s'] * len(fields))})")
-            params.extend(field.get_db_prep_save(field.pre_save(obj, add=True), connection) for field in fields)
-        parts.append(f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-                     f"VALUES {', '.join(values)}")
+            params.extend(_insert_values(obj, fields, db))
     if update is not None:
         instance, changes = update
-        sql, update_params = _update_sql(type(instance), instance.pk, changes)
+        sql, update_params = _update_sql(type(instance), instance.pk, changes, db)
         parts.append(sql)
         params.extend(update_params)
     if not parts:
         return
     *ctes, main = parts
     sql = (f"WITH {', '.join(f'w{i} AS ({part})' for i, part in enumerate(ctes))} {main}" if ctes else main)
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
 
 
-_FIELDS_CACHE = {}
+_INSERT_SQL = {}
 
 
-def _insert_fields(model):
-    if model not in _FIELDS_CACHE:
-        _FIELDS_CACHE[model] = [field for field in model._meta.concrete_fields if not field.primary_key]
-    return _FIELDS_CACHE[model]
+def _insert_sql(model, db):
+    """``("INSERT INTO table (columns)", "(%s, …)", fields)`` for every concrete field
+    but the primary key, built once per model."""
+    if model not in _INSERT_SQL:
+        quote = db.ops.quote_name
+        fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+        _INSERT_SQL[model] = (
+            f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})",
+            f"({', '.join(['%s'] * len(fields))})",
+            fields,
+        )
+    return _INSERT_SQL[model]
 
 
-def _update_sql(model, pk, changes):
-    quote = connection.ops.quote_name
+def _insert_values(obj, fields, db):
+    return [field.get_db_prep_save(field.pre_save(obj, add=True), db) for field in fields]
+
+
+def _update_sql(model, pk, changes, db):
+    quote = db.ops.quote_name
     assignments, params = [], []
     for name, value in changes.items():
         field = model._meta.get_field(name)
         if field.is_relation and value is not None and hasattr(value, "pk"):
             value = value.pk
         assignments.append(f"{quote(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
+        params.append(field.get_db_prep_save(value, db))
     params.append(pk)
     return (f"UPDATE {quote(model._meta.db_table)} SET {', '.join(assignments)} "
             f"WHERE {quote(model._meta.pk.column)} = %s"), params
@@ -463,14 +472,11 @@ def _insert_unless_exists(lead, *, prefix=""):
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: True and ``lead.pk`` set when the
     row was inserted, False when a lead with its unique email already exists.
     ``prefix``: SQL sent before it in the same round trip."""
-    fields = _insert_fields(Lead)
-    values = [field.get_db_prep_save(field.pre_save(lead, add=True), connection) for field in fields]
-    quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(Lead._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING RETURNING {quote('id')}"
-    )
-    with connection.cursor() as cursor:
+    db = transaction.get_connection()
+    insert, placeholders, fields = _insert_sql(Lead, db)
+    values = _insert_values(lead, fields, db)
+    sql = f"{insert} VALUES {placeholders} ON CONFLICT DO NOTHING RETURNING {db.ops.quote_name('id')}"
+    with db.cursor() as cursor:
         cursor.execute(prefix + sql, values)
         row = cursor.fetchone()
     if row is None:
@@ -571,18 +577,15 @@ def _submission_insert(submission):
         else:
             submission.save(force_insert=True)
         return True, active_ruleset_id()
-    fields = _insert_fields(Submission)
-    quote = connection.ops.quote_name
-    values = [field.get_db_prep_save(field.pre_save(submission, add=True), connection) for field in fields]
+    db = transaction.get_connection()
+    insert, placeholders, fields = _insert_sql(Submission, db)
+    values = _insert_values(submission, fields, db)
     conflict = (" ON CONFLICT (form_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
                 if submission.idempotency_key else "")
-    insert = (
-        f"INSERT INTO {quote(Submission._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}){conflict} RETURNING id, "
-        f"(SELECT id FROM {quote(Ruleset._meta.db_table)} WHERE state = 'active')"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(active_ruleset_id_sql(insert), values)
+    sql = (f"{insert} VALUES {placeholders}{conflict} RETURNING id, "
+           f"(SELECT id FROM {db.ops.quote_name(Ruleset._meta.db_table)} WHERE state = 'active')")
+    with db.cursor() as cursor:
+        cursor.execute(active_ruleset_id_sql(sql), values)
         row = cursor.fetchone()
     if row is None:
         return False, None
