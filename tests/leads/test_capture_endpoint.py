@@ -291,6 +291,59 @@ def test_a_capture_never_scores_with_a_ruleset_that_is_no_longer_active(client, 
 
 
 @pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_an_activation_rescoring_waits_for_captures_that_read_the_previous_ruleset(require_postgres):
+    """A capture that read the old ruleset's id commits before the activation's
+    rescoring fixes its last lead id, so the lead it scored is rescored."""
+    from django.db import transaction
+
+    from scoring import services as scoring
+    from scoring.models import Ruleset
+
+    from ..scoring.factories import pallet_ruleset
+
+    old = pallet_ruleset(state=Ruleset.State.ACTIVE)
+    LeadFactory()
+    new = scoring.ruleset_duplicate(ruleset=old)
+    has_read, release, captured = threading.Event(), threading.Event(), {}
+
+    def capture():
+        try:
+            with transaction.atomic():
+                captured["ruleset"] = scoring.active_ruleset_id()
+                has_read.set()
+                release.wait(30)
+                captured["lead"] = LeadFactory().pk  # scored, say, with the old ruleset
+        finally:
+            connection.close()
+
+    def rescore(job_id):
+        try:
+            scoring.rescore_job_run(job_id=job_id, workers=1)
+        finally:
+            connection.close()
+
+    capturing = threading.Thread(target=capture)
+    capturing.start()
+    assert has_read.wait(30)
+    job = scoring.ruleset_activate(ruleset=new)
+    rescoring = threading.Thread(target=rescore, args=(job.pk,))
+    rescoring.start()
+    for _ in range(300):  # until the job waits on the capture's lock (or has finished without it)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0] or not rescoring.is_alive():
+                break
+        threading.Event().wait(0.1)
+    release.set()
+    capturing.join()
+    rescoring.join()
+    job.refresh_from_db()
+    assert captured["ruleset"] == old.pk
+    assert job.status == "done" and job.last_id >= captured["lead"]
+
+
+@pytest.mark.services
 def test_the_throttle_counts_address_and_form_in_redis(client, form, settings, redis_url):
     import redis
 
