@@ -10,7 +10,8 @@
             activation asked for must run once Redis is back (the sweep finds it).
 - postgres: PostgreSQL restarted while clients post. Clients must get 503 with
             Retry-After, never another 5xx; with their retries nothing is lost. A
-            submission stored just before the cut is processed by the replay job.
+            submission's raw row and lead commit together, so a cut mid-request stores
+            neither (the client retries); the replay job processes any left failed.
 - bot:      one address posts 1,000 submissions a minute, half with the honeypot
             filled, each with a forged X-Forwarded-For; real visitors post from other
             addresses at the same time. The bot is throttled, no lead comes from a
@@ -288,8 +289,8 @@ def scenario_postgres(args):
                     pg.restart()
                     time.sleep(3)
             before_replay = lead_counts(env, "pg")
-            # A submission stored just before the cut keeps its error; beat's replay job
-            # (every 5 minutes) processes it again. Run it now rather than wait.
+            # A submission whose processing failed is stored with its error; beat's replay
+            # job (every 5 minutes) processes it again. Run it now rather than wait.
             manage(env, "replay_submissions")
             counts = lead_counts(env, "pg")
     summary = load.summary()

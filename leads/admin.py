@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import embed, importer, services
+from . import embed, hotcache, importer, services
 from .models import (
     AssignmentRule,
     Consent,
@@ -86,6 +86,16 @@ class FormAdmin(admin.ModelAdmin):
             _("Paste this into the landing page. The form works with JavaScript off; the script is optional."),
             embed.snippet(obj),
         )
+
+    # The capture path caches these per process for a few seconds (leads/hotcache.py):
+    # this process sees the change at once, the others within that bound.
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        hotcache.forget_all()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        hotcache.forget_all()
 
 
 @admin.register(Submission)
@@ -470,6 +480,16 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
         retried = sum(webhooks.webhook_endpoint_resume(endpoint=endpoint) for endpoint in queryset)
         self.message_user(request, _("%(count)s deliveries will be retried.") % {"count": retried})
+
+    # The capture path caches these per process for a few seconds (leads/hotcache.py):
+    # this process sees the change at once, the others within that bound.
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        hotcache.forget_all()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        hotcache.forget_all()
 
 
 @admin.register(WebhookDelivery)

@@ -8,6 +8,7 @@ from django.db.models import F, Func, Q
 from django.db.models.lookups import IContains
 
 from . import roles
+from .hotcache import TimedCache
 from .models import Form, Lead, LeadStatus
 from .normalize import fold
 
@@ -236,3 +237,15 @@ def lead_count(leads):
         plan = json.loads(plan) if isinstance(plan, str) else plan
         estimate = int(plan[0]["Plan"]["Plan Rows"])
     return max(estimate or 0, EXACT_COUNT_LIMIT + 1), False
+
+
+_capture_forms = TimedCache()
+
+
+def form_for_capture(slug):
+    """The active form with this slug and its source, or None, as this process read it
+    at most ``hotcache.SECONDS`` ago (the public endpoint asks on every submission): a
+    form deactivated or edited takes effect in every worker within that bound."""
+    return _capture_forms.get(
+        slug, lambda key: Form.objects.select_related("source").filter(slug=key, active=True).first()
+    )

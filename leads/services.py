@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import roles
+from . import hotcache, roles
 from .capture import clean_lead_data
 from .models import Consent, Fit, Form, Lead, LeadEvent, LeadStatus, Reason, StatusSetBy, Submission
 
@@ -31,6 +31,7 @@ STATUS_TIMESTAMP = {
     LeadStatus.CONVERTED: "converted_at",
 }
 STATUSES_WITH_REASON = (LeadStatus.DISQUALIFIED, LeadStatus.OUT_OF_FOCUS)
+_UNREAD = object()  # "the caller did not read the active ruleset's id"
 
 
 def _check_actor(actor, lead):
@@ -258,22 +259,60 @@ def _find_for_update(fields):
 
 
 @transaction.atomic
-def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, ip=None, submission_changes=None):
+def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, ip=None, submission_changes=None,
+                 ruleset_id=_UNREAD):
     """Create the lead a submission describes, or merge it into the lead that already
     has its email (or its phone, when there is no email).
 
     Merging fills empty fields and custom attributes and counts as activity; it never
     erases or overwrites what is there. Safe under concurrency: parallel captures of
-    one email leave one lead. Returns ``(lead, created)``.
+    one email leave one lead. ``ruleset_id``: the active ruleset's id as this
+    transaction read it (``scoring.services.active_ruleset_id``), read here when not
+    given. Returns ``(lead, created)``.
     """
+    return _lead_capture(clean=clean, form=form, source=source, submission=submission, actor=actor, ip=ip,
+                         submission_changes=submission_changes, ruleset_id=ruleset_id)
+
+
+class _Savepoint:
+    """A savepoint opened by hand, so that its SAVEPOINT travels in one round trip with
+    the statement after it; never released (the commit ends it)."""
+
+    name = "funil_capture"
+
+    def __init__(self):
+        self.opened = False
+
+    def prefix(self):
+        """SQL to put before the next statement: opens the savepoint with it."""
+        if self.opened:
+            return ""
+        self.opened = True
+        return f"SAVEPOINT {self.name}; "
+
+    def open(self):
+        if not self.opened:
+            self.opened = True
+            with connection.cursor() as cursor:
+                cursor.execute(f"SAVEPOINT {self.name}")
+
+    def rollback(self):
+        if self.opened:
+            with connection.cursor() as cursor:
+                cursor.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
+
+
+def _lead_capture(*, clean, form=None, source=None, submission=None, actor=None, ip=None, submission_changes=None,
+                  ruleset_id=_UNREAD, savepoint=None):
+    """``lead_capture``'s work, in the caller's transaction. With ``savepoint`` (a
+    ``_Savepoint``, PostgreSQL), every write of this function happens after it."""
+    from scoring.services import active_ruleset_current, active_ruleset_id
+
+    if ruleset_id is _UNREAD:
+        ruleset_id = active_ruleset_id()
+    if savepoint is not None and not active_ruleset_current(ruleset_id):
+        savepoint.open()  # reading the new ruleset is this function's first statement
     source = source or (form.source if form else None)
-    if submission is not None and connection.vendor == "postgresql":
-        # The raw submission is already durably committed; what this transaction
-        # derives from it can be rebuilt by replaying the submission, so it need not
-        # wait for its own WAL flush. A database crash in that window leaves the
-        # submission pending, and the replay sweep processes it again.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
     fields = {name: value for name, value in clean.fields.items() if name in CONTACT_FIELDS}
     now = timezone.now()
     consent = clean.consent and form is not None
@@ -283,14 +322,17 @@ def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, 
         **({"consent": form.consent_version} if consent else {}),
     }
     new_lead = Lead(source=source, form=form, attributes=dict(clean.attributes), last_activity_at=now, **fields)
-    scored = _score_new(new_lead, now)
+    scored = _score_new(new_lead, now, ruleset_id)
     created = False
     lead = None
-    if connection.vendor == "postgresql" and fields.get("email"):
+    postgres = connection.vendor == "postgresql"
+    if postgres and fields.get("email"):
         # Most submissions are new people: try the insert first (one round trip);
         # a conflict on the email means the lead exists, and it is merged below.
-        created = _insert_unless_exists(new_lead)
+        created = _insert_unless_exists(new_lead, prefix=savepoint.prefix() if savepoint else "")
         lead = new_lead if created else None
+    if savepoint is not None:
+        savepoint.open()
     if lead is None:
         lead = _find_for_update(fields)
     if lead is None:
@@ -303,22 +345,17 @@ def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, 
             lead = _find_for_update(fields)
             if lead is None:
                 raise
+    rows = []
     if created:
-        events = [LeadEvent(lead=lead, kind=LeadEvent.Kind.CAPTURED, actor=actor, data=context)]
+        rows.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.CAPTURED, actor=actor, data=context))
         if scored:
             ruleset, verdict = scored
-            events.append(LeadEvent(
+            rows.append(LeadEvent(
                 lead=lead, kind=LeadEvent.Kind.STATUS_CHANGED, from_status=LeadStatus.NEW, to_status=lead.status,
                 reason_id=lead.reason_id,
                 data={"set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version, "score": verdict.score,
                       "temperature": verdict.temperature, "explanation": verdict.explanation},
             ))
-        LeadEvent.objects.bulk_create(events)
-        if lead.status == LeadStatus.QUALIFIED and lead.owner_id is None:
-            _auto_assign(lead)
-        _webhook(lead, "lead.created")
-        if scored:
-            _webhook(lead, lead.status)
     else:
         filled = [name for name, value in fields.items() if name in MERGEABLE_FIELDS and _is_empty(getattr(lead, name))
                   and not _is_empty(value)]
@@ -333,38 +370,114 @@ def lead_capture(*, clean, form=None, source=None, submission=None, actor=None, 
             lead.form = form
         lead.last_activity_at = now
         lead.save()
-        _event(
-            lead, LeadEvent.Kind.RESUBMITTED, actor=actor,
+        rows.append(LeadEvent(
+            lead=lead, kind=LeadEvent.Kind.RESUBMITTED, actor=actor,
             data={**context, "filled": filled + sorted(new_attributes)},
-        )
+        ))
     if consent:
-        Consent.objects.create(
+        rows.append(Consent(
             lead=lead, action=Consent.Action.GRANTED, form=form, submission=submission,
             text=form.consent_text, version=form.consent_version, ip=ip,
-        )
-    if not created:
-        _qualify(lead)
-    if submission is not None:
-        # Marked processed in the same transaction as the lead it produced.
-        Submission.objects.filter(pk=submission.pk).update(
-            **{"processed_at": now, "attempts": submission.attempts + 1, **(submission_changes or {})},
-            status=Submission.Status.PROCESSED, lead=lead, created_lead=created, errors={},
-        )
+        ))
+    # Marked processed in the same transaction as the lead it produced.
+    processed = None if submission is None else {
+        "processed_at": now, "attempts": submission.attempts + 1, **(submission_changes or {}),
+        "status": Submission.Status.PROCESSED, "lead": lead, "created_lead": created, "errors": {},
+    }
+    if postgres:
+        # The timeline, consent and submission rows in one statement (one round trip).
+        _write_rows(rows, update=(submission, processed) if submission is not None else None)
+    else:
+        for model in (LeadEvent, Consent):
+            objs = [row for row in rows if isinstance(row, model)]
+            if objs:
+                model.objects.bulk_create(objs)
+        if submission is not None:
+            Submission.objects.filter(pk=submission.pk).update(**processed)
+    if created:
+        if lead.status == LeadStatus.QUALIFIED and lead.owner_id is None:
+            _auto_assign(lead)
+        _webhook(lead, "lead.created")
+        if scored:
+            _webhook(lead, lead.status)
+    else:
+        _qualify(lead, ruleset_id)
     return lead, created
 
 
-def _insert_unless_exists(lead):
+
+def _write_rows(rows, *, update=None):
+    """INSERT ``rows`` (unsaved model instances, any models) and, with ``update``
+    ``(instance, {field: value})``, UPDATE that row, all in one statement (PostgreSQL:
+    data-modifying WITH clauses). Prebuilt column lists; no ORM query compilation."""
+    db = transaction.get_connection()
+    parts, params = [], []
+    by_model = {}
+    for row in rows:
+        by_model.setdefault(type(row), []).append(row)
+    for model, objs in by_model.items():
+        insert, placeholders, fields = _insert_sql(model, db)
+        parts.append(f"{insert} VALUES {', '.join([placeholders] * len(objs))}")
+        for obj in objs:
+            params.extend(_insert_values(obj, fields, db))
+    if update is not None:
+        instance, changes = update
+        sql, update_params = _update_sql(type(instance), instance.pk, changes, db)
+        parts.append(sql)
+        params.extend(update_params)
+    if not parts:
+        return
+    *ctes, main = parts
+    sql = (f"WITH {', '.join(f'w{i} AS ({part})' for i, part in enumerate(ctes))} {main}" if ctes else main)
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+_INSERT_SQL = {}
+
+
+def _insert_sql(model, db):
+    """``("INSERT INTO table (columns)", "(%s, …)", fields)`` for every concrete field
+    but the primary key, built once per model."""
+    if model not in _INSERT_SQL:
+        quote = db.ops.quote_name
+        fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+        _INSERT_SQL[model] = (
+            f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)})",
+            f"({', '.join(['%s'] * len(fields))})",
+            fields,
+        )
+    return _INSERT_SQL[model]
+
+
+def _insert_values(obj, fields, db):
+    return [field.get_db_prep_save(field.pre_save(obj, add=True), db) for field in fields]
+
+
+def _update_sql(model, pk, changes, db):
+    quote = db.ops.quote_name
+    assignments, params = [], []
+    for name, value in changes.items():
+        field = model._meta.get_field(name)
+        if field.is_relation and value is not None and hasattr(value, "pk"):
+            value = value.pk
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, db))
+    params.append(pk)
+    return (f"UPDATE {quote(model._meta.db_table)} SET {', '.join(assignments)} "
+            f"WHERE {quote(model._meta.pk.column)} = %s"), params
+
+
+def _insert_unless_exists(lead, *, prefix=""):
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: True and ``lead.pk`` set when the
-    row was inserted, False when a lead with its unique email already exists."""
-    fields = [field for field in Lead._meta.concrete_fields if not field.primary_key]
-    values = [field.get_db_prep_save(field.pre_save(lead, add=True), connection) for field in fields]
-    quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(Lead._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING RETURNING {quote('id')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+    row was inserted, False when a lead with its unique email already exists.
+    ``prefix``: SQL sent before it in the same round trip."""
+    db = transaction.get_connection()
+    insert, placeholders, fields = _insert_sql(Lead, db)
+    values = _insert_values(lead, fields, db)
+    sql = f"{insert} VALUES {placeholders} ON CONFLICT DO NOTHING RETURNING {db.ops.quote_name('id')}"
+    with db.cursor() as cursor:
+        cursor.execute(prefix + sql, values)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -373,17 +486,20 @@ def _insert_unless_exists(lead):
     return True
 
 
-def _score_new(lead, now):
+def _score_new(lead, now, ruleset_id):
     from scoring.services import score_new_lead
 
-    return score_new_lead(lead, now=now)
+    return score_new_lead(lead, now=now, ruleset_id=ruleset_id)
 
 
-def _qualify(lead):
+def _qualify(lead, ruleset_id=_UNREAD):
     """Score the lead against the active rules now, in the caller's transaction."""
     from scoring.services import lead_qualify
 
-    lead_qualify(lead=lead)
+    if ruleset_id is _UNREAD:
+        lead_qualify(lead=lead)
+    else:
+        lead_qualify(lead=lead, ruleset_id=ruleset_id)
 
 
 def _webhook(lead, event):
@@ -410,34 +526,89 @@ def clean_for_form(form, payload, *, phone_region=None, empty_values=()):
     )
 
 
-def submission_store(*, form, payload, content_type="", ip=None, user_agent="", referrer="", origin="",
-                     idempotency_key=None):
-    """Store a submission exactly as it arrived, committed before any processing.
+def submission_receive(*, form, payload, content_type="", ip=None, user_agent="", referrer="", origin="",
+                       idempotency_key=None, malformed=None):
+    """Store a submission exactly as it arrived, then process it into a lead, in one
+    transaction with one durable commit. Returns ``(submission, stored_now)``.
 
-    With an idempotency key already used on this form, returns the first submission
-    instead: ``(submission, stored_now)``.
+    The raw row is the transaction's first statement, and processing runs inside a
+    savepoint: if it fails, only the savepoint is rolled back and the raw submission
+    commits with its error (status ``failed``) for ``replay_submissions``. Nothing is
+    answered before the commit, so a submission the sender saw accepted is stored;
+    one whose request died before the commit was not accepted (the sender retries, with
+    its ``Idempotency-Key`` if it has one). ``malformed``: the body could not be parsed
+    (the submission is kept as invalid with that error). With an idempotency key already
+    used on this form, returns the first submission instead and processes nothing.
     """
-    values = {
-        "form": form, "payload": payload, "content_type": content_type[:100], "ip": ip,
-        "user_agent": user_agent[:500], "referrer": referrer[:1000], "origin": origin[:255],
-        "idempotency_key": idempotency_key,
-    }
-    if idempotency_key:
-        existing = Submission.objects.filter(form=form, idempotency_key=idempotency_key).first()
-        if existing:
-            return existing, False
-        try:
-            with transaction.atomic():
-                return Submission.objects.create(**values), True
-        except IntegrityError:
+    submission = Submission(
+        form=form, payload=payload, content_type=content_type[:100], ip=ip, user_agent=user_agent[:500],
+        referrer=referrer[:1000], origin=origin[:255], idempotency_key=idempotency_key,
+    )
+    with transaction.atomic():
+        stored, ruleset_id = _submission_insert(submission)
+        if not stored:
             return Submission.objects.get(form=form, idempotency_key=idempotency_key), False
-    return Submission.objects.create(**values), True
+        if malformed:
+            changes = {"status": Submission.Status.INVALID, "errors": {"__all__": malformed}}
+            Submission.objects.filter(pk=submission.pk).update(**changes)
+            for name, value in changes.items():
+                setattr(submission, name, value)
+            return submission, True
+        return _submission_process(submission, ruleset_id=ruleset_id), True
+
+
+def _submission_insert(submission):
+    """Insert the raw submission: ``(stored, active ruleset id)``; ``stored`` is False
+    when its idempotency key is already used on its form. On PostgreSQL one round trip,
+    which also takes the ruleset lock and reads the active ruleset's id
+    (``scoring.services.active_ruleset_id``)."""
+    from scoring.models import Ruleset
+    from scoring.services import active_ruleset_id, active_ruleset_id_sql
+
+    if connection.vendor != "postgresql":
+        if submission.idempotency_key:
+            if Submission.objects.filter(form=submission.form, idempotency_key=submission.idempotency_key).exists():
+                return False, None
+            try:
+                with transaction.atomic():
+                    submission.save(force_insert=True)
+            except IntegrityError:
+                return False, None
+        else:
+            submission.save(force_insert=True)
+        return True, active_ruleset_id()
+    db = transaction.get_connection()
+    insert, placeholders, fields = _insert_sql(Submission, db)
+    values = _insert_values(submission, fields, db)
+    conflict = (" ON CONFLICT (form_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+                if submission.idempotency_key else "")
+    sql = (f"{insert} VALUES {placeholders}{conflict} RETURNING id, "
+           f"(SELECT id FROM {db.ops.quote_name(Ruleset._meta.db_table)} WHERE state = 'active')")
+    with db.cursor() as cursor:
+        cursor.execute(active_ruleset_id_sql(sql), values)
+        row = cursor.fetchone()
+    if row is None:
+        return False, None
+    submission.pk = row[0]
+    submission._state.adding = False
+    return True, row[1]
 
 
 def submission_process(*, submission):
+    """Process a stored submission again (``replay_submissions``, the admin's replay),
+    in the caller's transaction if there is one. Returns the submission with its new
+    status."""
+    from scoring.services import active_ruleset_id
+
+    with transaction.atomic():
+        return _submission_process(submission, ruleset_id=active_ruleset_id())
+
+
+def _submission_process(submission, *, ruleset_id):
     """Turn a stored submission into a lead. A honeypot hit is kept as spam; invalid
-    data is kept with its errors; an unexpected failure is kept with its error for
-    ``replay_submissions``. Returns the submission with its new status."""
+    data is kept with its errors; an unexpected failure rolls back what processing
+    wrote (``lead_capture`` runs in a savepoint) and keeps the submission with its error
+    for ``replay_submissions``."""
     form = submission.form
     payload = submission.payload if isinstance(submission.payload, dict) else {}
     now = timezone.now()
@@ -450,12 +621,22 @@ def submission_process(*, submission):
         if not clean.is_valid:
             changes.update(status=Submission.Status.INVALID, errors=clean.errors)
         else:
+            savepoint = _Savepoint() if connection.vendor == "postgresql" else None
             try:
-                lead, created = lead_capture(
-                    clean=clean, form=form, submission=submission, ip=submission.ip, submission_changes=changes,
-                )
+                if savepoint is None:
+                    lead, created = lead_capture(  # in a savepoint of its own (transaction.atomic)
+                        clean=clean, form=form, submission=submission, ip=submission.ip, submission_changes=changes,
+                        ruleset_id=ruleset_id,
+                    )
+                else:
+                    lead, created = _lead_capture(
+                        clean=clean, form=form, submission=submission, ip=submission.ip, submission_changes=changes,
+                        ruleset_id=ruleset_id, savepoint=savepoint,
+                    )
                 changes.update(status=Submission.Status.PROCESSED, lead=lead, created_lead=created, errors={})
             except Exception as exc:
+                if savepoint is not None:
+                    savepoint.rollback()
                 logger.exception("Processing submission %s failed", submission.pk)
                 changes.update(
                     status=Submission.Status.FAILED, processed_at=None,
@@ -544,6 +725,7 @@ def form_delete(*, form):
             code="protected",
         )
     form.delete()
+    _forget_cached_forms()
 
 
 def _form_save(form, values, *, creating):
@@ -592,7 +774,15 @@ def _form_save(form, values, *, creating):
             form.save(force_insert=creating)
     except IntegrityError as exc:  # a concurrent request took the slug
         raise ValidationError({"slug": [_("A form with this slug already exists.")]}) from exc
+    _forget_cached_forms()
     return form
+
+
+def _forget_cached_forms():
+    """This process's copy of the forms goes now (this transaction reads the change) and
+    again on commit (a concurrent request may have read the old row meanwhile)."""
+    hotcache.forget_all()
+    transaction.on_commit(hotcache.forget_all)
 
 
 def normalize_origins(origins):

@@ -26,6 +26,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from .hotcache import TimedCache
+
 logger = logging.getLogger(__name__)
 
 # Attempts before a delivery is given up, and the wait before each retry (seconds).
@@ -98,6 +100,26 @@ def lead_payload(lead):
     }
 
 
+_endpoints = TimedCache()
+
+
+def active_endpoints():
+    """The active endpoints, as this process read them at most ``hotcache.SECONDS`` ago:
+    every capture asks, and there are usually none. An endpoint added or resumed gets
+    events from that bound on; one paused since keeps getting deliveries written for as
+    long, which wait (the sender and the sweep skip inactive endpoints) until it resumes."""
+    from .models import WebhookEndpoint
+
+    return _endpoints.get("active", lambda _key: list(WebhookEndpoint.objects.filter(active=True)))
+
+
+def forget_endpoints():
+    """This process's copy goes now and again on commit (a concurrent request may have
+    read the old rows meanwhile); other processes follow within the bound."""
+    _endpoints.forget()
+    transaction.on_commit(_endpoints.forget)
+
+
 def webhook_event_record(*, lead, event):
     """Write one pending delivery per active endpoint subscribed to ``event``, in the
     caller's transaction, and send them after commit. Returns the deliveries."""
@@ -105,7 +127,7 @@ def webhook_event_record(*, lead, event):
 
     if event not in WebhookEndpoint.EVENTS:
         return []
-    endpoints = [ep for ep in WebhookEndpoint.objects.filter(active=True) if event in (ep.events or [])]
+    endpoints = [ep for ep in active_endpoints() if event in (ep.events or [])]
     if not endpoints:
         return []
     now = timezone.now()
@@ -210,6 +232,7 @@ def _count_failure(endpoint_id):
         pk=endpoint_id, active=True, consecutive_failures__gte=PAUSE_AFTER_FAILURES
     ).update(active=False, paused_at=timezone.now())
     if paused:
+        forget_endpoints()
         transaction.on_commit(lambda: _tell_owner(endpoint_id))
 
 
@@ -237,6 +260,7 @@ def webhook_endpoint_resume(*, endpoint):
     now = timezone.now()
     with transaction.atomic():
         WebhookEndpoint.objects.filter(pk=endpoint.pk).update(active=True, paused_at=None, consecutive_failures=0)
+        forget_endpoints()
         ids = list(WebhookDelivery.objects.filter(endpoint=endpoint, status=WebhookDelivery.Status.FAILED)
                    .values_list("pk", flat=True))
         WebhookDelivery.objects.filter(pk__in=ids).update(

@@ -24,19 +24,65 @@ logger = logging.getLogger(__name__)
 RULES_OWNED = "l.status_set_by = 'rules' AND l.status <> 'converted'"
 _cache = {"at": 0.0, "value": None}
 ACTIVE_CACHE_SECONDS = 5
+_UNCHECKED = object()
+# Advisory lock between capture (shared, per transaction) and the rescoring of an
+# activation (exclusive, while it reads its last lead id): see ``active_ruleset_id``.
+RULESET_LOCK = 0x46756E69
 
 
 # --- Reads --------------------------------------------------------------------------
 
 
-def active_ruleset(*, fresh=False):
+def active_ruleset(*, fresh=False, expected_id=_UNCHECKED):
     """The active ruleset with its rules, cached in this process for a few seconds so
-    that capture does not re-read it on every submission. None when there is none."""
-    if fresh or time.monotonic() - _cache["at"] > ACTIVE_CACHE_SECONDS:
+    that capture does not re-read it on every submission. None when there is none.
+
+    ``expected_id``: the active ruleset's id (or None) as the caller's transaction read
+    it (``active_ruleset_id``); a cached value of another ruleset is reloaded, so the
+    verdict is never given by a ruleset that is no longer active. An active ruleset's
+    rules never change (only drafts are edited), so its id says it all."""
+    cached = _cache["value"]
+    stale = fresh or time.monotonic() - _cache["at"] > ACTIVE_CACHE_SECONDS
+    if expected_id is not _UNCHECKED:
+        stale = fresh or (cached[0].pk if cached else None) != expected_id
+    if stale:
         ruleset = Ruleset.objects.filter(state=Ruleset.State.ACTIVE).first()
         _cache["value"] = (ruleset, ruleset_to_engine(ruleset)) if ruleset else None
         _cache["at"] = time.monotonic()
+        # A new ruleset may name reasons created since they were last read: read them
+        # with it (its rules' reasons exist once it is active).
+        _reasons_cache["value"] = _reason_ids()
+        _reasons_cache["at"] = time.monotonic()
     return _cache["value"]
+
+
+def active_ruleset_current(expected_id):
+    """True when ``active_ruleset(expected_id=…)`` would answer from the cache."""
+    cached = _cache["value"]
+    return (cached[0].pk if cached else None) == expected_id
+
+
+def active_ruleset_id():
+    """The id of the active ruleset (None without one), read in the caller's transaction
+    after taking the shared side of ``RULESET_LOCK`` (PostgreSQL), which the rescoring of
+    an activation takes exclusively before it fixes its last lead id: a transaction that
+    scored leads with the previous ruleset has committed by then (so its leads are
+    rescored), and one that starts later reads the new id here."""
+    with connection.cursor() as cursor:
+        cursor.execute(active_ruleset_id_sql())
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def active_ruleset_id_sql(prefix=""):
+    """SQL that takes the shared ruleset lock (PostgreSQL) and selects the active
+    ruleset's id, or, with ``prefix`` (a statement whose result is wanted instead), runs
+    that after the lock. One round trip either way; the lock is a statement of its own
+    so that what follows reads a snapshot taken after it was granted."""
+    lock = f"SELECT pg_advisory_xact_lock_shared({RULESET_LOCK}); " if connection.vendor == "postgresql" else ""
+    if prefix:
+        return lock + prefix
+    return lock + f"SELECT id FROM {Ruleset._meta.db_table} WHERE state = 'active'"
 
 
 def forget_active_ruleset():
@@ -94,12 +140,15 @@ def lead_evaluate(*, lead, rules=None, now=None):
 
 
 @transaction.atomic
-def lead_qualify(*, lead, now=None):
+def lead_qualify(*, lead, now=None, ruleset_id=_UNCHECKED):
     """Apply the active rules to one lead: score and temperature always; the status and
     reason only when the rules own the status (a person's decision is never overwritten,
     and a converted lead stays converted). Writes the 'scored' event with the
-    explanation, and a status event when the status moves."""
-    active = active_ruleset()
+    explanation, and a status event when the status moves. ``ruleset_id``: the active
+    ruleset's id as the caller's transaction read it (``active_ruleset_id``)."""
+    if ruleset_id is _UNCHECKED:
+        ruleset_id = active_ruleset_id()
+    active = active_ruleset(expected_id=ruleset_id)
     if active is None:
         return None
     ruleset, rules = active
@@ -139,18 +188,22 @@ def lead_qualify(*, lead, now=None):
     return verdict
 
 
-def score_new_lead(lead, *, now):
+def score_new_lead(lead, *, now, ruleset_id=_UNCHECKED):
     """Give an unsaved lead its verdict before it is inserted: its facts are all in
     hand and its only engagement is this submission. Sets the verdict's fields on
-    ``lead`` and returns ``(ruleset, verdict)``, or None without an active ruleset."""
-    active = active_ruleset()
+    ``lead`` and returns ``(ruleset, verdict)``, or None without an active ruleset.
+    ``ruleset_id``: see ``active_ruleset``; unchecked, the cached ruleset (≤ 5 s old)."""
+    active = active_ruleset(expected_id=ruleset_id)
     if active is None:
         return None
     ruleset, rules = active
     verdict = engine.evaluate(rules, lead_facts(lead), [("captured", now)], now=now)
     lead.score, lead.temperature, lead.status = verdict.score, verdict.temperature, verdict.status
     lead.status_set_by = StatusSetBy.RULES
-    lead.reason_id = reason_ids_cached().get(verdict.reason) if verdict.reason else None
+    # With a checked id, the reasons read with the ruleset (no query on this path).
+    reasons = _reasons_cache["value"] if ruleset_id is not _UNCHECKED else None
+    reasons = reasons if reasons is not None else reason_ids_cached()
+    lead.reason_id = reasons.get(verdict.reason) if verdict.reason else None
     setattr(lead, STATUS_STAMP[verdict.status], now)
     return ruleset, verdict
 
@@ -308,11 +361,17 @@ def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
         requalifying = job.kind == RescoreJob.Kind.REQUALIFICATION
         base = requalification_candidates(now) if requalifying else Lead.objects.all()
         if not job.last_id:
-            bounds = base.aggregate(first=Min("id"), last=Max("id"))
-            RescoreJob.objects.filter(pk=job.pk).update(
-                first_id=(bounds["first"] or 1) - 1, last_id=bounds["last"] or 0,
-                done_through_id=(bounds["first"] or 1) - 1,
-            )
+            with transaction.atomic():
+                if connection.vendor == "postgresql":
+                    # Wait for every capture that may have scored with the previous
+                    # ruleset to commit, so its lead is under the bound (``active_ruleset_id``).
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RULESET_LOCK])
+                bounds = base.aggregate(first=Min("id"), last=Max("id"))
+                RescoreJob.objects.filter(pk=job.pk).update(
+                    first_id=(bounds["first"] or 1) - 1, last_id=bounds["last"] or 0,
+                    done_through_id=(bounds["first"] or 1) - 1,
+                )
             job.refresh_from_db()
         work = _ChunkWork(job, compile_ruleset(job.ruleset, now=now), base, now=now, requalifying=requalifying,
                           sizer=FixedChunks(chunk_size) if chunk_size else ChunkSizer())

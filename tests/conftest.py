@@ -168,10 +168,13 @@ def _fresh_cache():
 
 @pytest.fixture(autouse=True)
 def _forget_cached_ruleset():
-    """The active ruleset is cached per process for a few seconds; tests start clean."""
+    """The active ruleset, capture forms and webhook endpoints are cached per process
+    for a few seconds; tests start clean."""
+    from leads.hotcache import forget_all
     from scoring.services import forget_active_ruleset
 
     forget_active_ruleset()
+    forget_all()
     yield
     forget_active_ruleset()
 

@@ -1,11 +1,13 @@
 """The public door: ``POST /api/v1/forms/<slug>/submissions/``, no login.
 
-Every submission is stored raw first and committed, then processed in the same
-request. The answer never says whether the email was already known.
+Every submission is stored raw first and processed in the same request and the same
+transaction (``services.submission_receive``: a processing failure still commits the
+raw submission with its error). The answer never says whether the email was already
+known.
 """
 
 from django.conf import settings
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -19,7 +21,8 @@ from rest_framework.views import APIView
 
 from .. import services
 from ..models import Form, Submission
-from .throttles import CaptureByFormThrottle, CaptureByIPThrottle
+from ..selectors import form_for_capture
+from .throttles import CaptureThrottle, client_ident
 
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -59,7 +62,7 @@ ERRORS_SCHEMA = inline_serializer(
 class FormSubmissionView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [CaptureByIPThrottle, CaptureByFormThrottle]
+    throttle_classes = [CaptureThrottle]
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     @extend_schema(
@@ -88,7 +91,9 @@ class FormSubmissionView(APIView):
         tags=["capture"],
     )
     def post(self, request, slug):
-        form = get_object_or_404(Form.objects.select_related("source"), slug=slug, active=True)
+        form = form_for_capture(slug)
+        if form is None:
+            raise Http404
         origin = request.headers.get("Origin", "")
         if origin and not form.allows_origin(origin):
             return Response({"detail": "This site may not post to this form."}, status=status.HTTP_403_FORBIDDEN)
@@ -100,19 +105,12 @@ class FormSubmissionView(APIView):
         except ParseError as exc:
             malformed = str(exc.detail)
             payload = {"_raw": request.body.decode("utf-8", errors="replace")[:10000]}
-        submission, stored_now = services.submission_store(
+        submission, _stored_now = services.submission_receive(
             form=form, payload=_storable(payload), content_type=request.content_type or "", ip=_client_ip(request),
             user_agent=request.headers.get("User-Agent", ""), referrer=request.headers.get("Referer", ""),
             origin=origin, idempotency_key=(request.headers.get("Idempotency-Key") or "").strip()[:255] or None,
+            malformed=malformed,
         )
-        if stored_now:
-            if malformed:
-                Submission.objects.filter(pk=submission.pk).update(
-                    status=Submission.Status.INVALID, errors={"__all__": malformed}
-                )
-                submission.refresh_from_db()
-            else:
-                submission = services.submission_process(submission=submission)
         return self._answer(request, form, submission)
 
     def _answer(self, request, form, submission):
@@ -168,7 +166,7 @@ def _content_length(request):
 
 def _client_ip(request):
     # The same address the throttle counts.
-    return CaptureByIPThrottle().get_ident(request) or None
+    return client_ident(request) or None
 
 
 def _is_browser_form_post(request):

@@ -1,9 +1,10 @@
 """Rate limits of the public form endpoint.
 
 Fixed-window counters in the cache (Redis in production, so every gunicorn worker
-counts together): one atomic INCR per request and scope, whatever the rate. DRF's
-stock throttles keep a list of timestamps per client and re-pickle it on every
-request, which grows with the rate allowed.
+counts together), per client address and per form. On Redis both counters are
+incremented by one Lua script, so a submission costs one round trip whatever the
+rates. DRF's stock throttles keep a list of timestamps per client and re-pickle it on
+every request, which grows with the rate allowed.
 """
 
 import functools
@@ -16,6 +17,18 @@ from rest_framework.throttling import BaseThrottle
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+# KEYS: one counter per scope; ARGV: their time-to-live in seconds, in the same order.
+# Returns the counts after this request. EXPIRE only on a new key (NX), so a window
+# always ends on time.
+_INCREMENT_ALL = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+end
+return counts
+"""
+
 
 def parse_rate(rate):
     """'30/min' -> (30, 60)."""
@@ -23,62 +36,59 @@ def parse_rate(rate):
     return int(count), _PERIODS[period.strip()[0]]
 
 
-class FixedWindowThrottle(BaseThrottle):
-    scope = ""
-    setting = ""
+class CaptureThrottle(BaseThrottle):
+    """Per client address and per form, counted together in one round trip.
 
-    def ident_for(self, request, view):
-        raise NotImplementedError
+    The address comes from ``get_ident``, which trusts X-Forwarded-For only as far as
+    REST_FRAMEWORK["NUM_PROXIES"] says, so a forged header does not dodge it. The form's
+    limit caps a flood aimed at one form, whoever posts."""
+
+    scopes = (("capture_ip", "FUNIL_CAPTURE_RATE_PER_IP"), ("capture_form", "FUNIL_CAPTURE_RATE_PER_FORM"))
 
     def allow_request(self, request, view):
-        limit, period = parse_rate(getattr(settings, self.setting))
         now = time.time()
-        window = int(now // period)
-        key = f"throttle:{self.scope}:{self.ident_for(request, view)}:{window}"
-        self._wait = (window + 1) * period - now
-        return _increment(key, period + 1) <= limit
+        idents = {"capture_ip": self.get_ident(request), "capture_form": view.kwargs.get("slug", "")}
+        keys, ttls, limits, waits = [], [], [], []
+        for scope, setting in self.scopes:
+            limit, period = parse_rate(getattr(settings, setting))
+            window = int(now // period)
+            keys.append(f"throttle:{scope}:{idents[scope]}:{window}")
+            ttls.append(period + 1)
+            limits.append(limit)
+            waits.append((window + 1) * period - now)
+        counts = increment_all(keys, ttls)
+        over = [wait for count, limit, wait in zip(counts, limits, waits, strict=True) if count > limit]
+        self._wait = max(over) if over else 0
+        return not over
 
     def wait(self):
         return max(1, round(self._wait))
 
 
-class CaptureByIPThrottle(FixedWindowThrottle):
-    """Per client address. ``get_ident`` trusts X-Forwarded-For only as far as
-    REST_FRAMEWORK["NUM_PROXIES"] says, so a forged header does not dodge it."""
-
-    scope = "capture_ip"
-    setting = "FUNIL_CAPTURE_RATE_PER_IP"
-
-    def ident_for(self, request, view):
-        return self.get_ident(request)
-
-
-class CaptureByFormThrottle(FixedWindowThrottle):
-    """Per form, whoever posts: caps a flood aimed at one form."""
-
-    scope = "capture_form"
-    setting = "FUNIL_CAPTURE_RATE_PER_FORM"
-
-    def ident_for(self, request, view):
-        return view.kwargs.get("slug", "")
+def client_ident(request):
+    """The address the throttle counts (and the submission records)."""
+    return CaptureThrottle().get_ident(request)
 
 
 @functools.cache
-def _redis(url):
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+def _script(url):
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    return client.register_script(_INCREMENT_ALL)
 
 
-def _increment(key, ttl):
-    """Count one request in ``key``; one round trip to Redis (INCR and EXPIRE pipelined)."""
+def increment_all(keys, ttls):
+    """Count one request in each of ``keys``; returns the counts. One round trip to Redis
+    (EVALSHA of a cached script). Redis down: counts of 0, the submission goes through."""
     if settings.REDIS_URL and settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
         try:
-            pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, ttl, nx=True)
-            return pipe.execute()[0]
+            return [int(count) for count in _script(settings.REDIS_URL)(keys=keys, args=ttls)]
         except redis.RedisError:
             # Redis down: let the submission through rather than lose it.
-            return 0
+            return [0] * len(keys)
+    return [_cache_increment(key, ttl) for key, ttl in zip(keys, ttls, strict=True)]
+
+
+def _cache_increment(key, ttl):
     try:
         return cache.incr(key)
     except ValueError:  # first request of the window

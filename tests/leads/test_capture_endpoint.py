@@ -88,8 +88,7 @@ def test_a_plain_html_form_post_is_redirected_with_303(client, form):
     assert response.status_code == 303
     assert response["Location"] == "/f/contato/thanks/"
     assert client.get(response["Location"]).status_code == 200
-    form.success_url = "https://site.example/obrigado"
-    form.save()
+    services.form_update(form=form, success_url="https://site.example/obrigado")  # as admin and the API do
     response = client.post(URL, data={"email": "d@x.com.br"})
     assert (response.status_code, response["Location"]) == (303, "https://site.example/obrigado")
 
@@ -225,10 +224,10 @@ def test_cors_preflight_allows_only_the_forms_origins(client, form):
 def test_a_processing_failure_keeps_the_submission_and_replay_processes_it(client, form, monkeypatch):
     from django.core.management import call_command
 
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(services, "lead_capture", broken)
+    monkeypatch.setattr(services, "_score_new", broken)
     response = post_json(client, GOOD)
     assert response.status_code == 202
     submission = Submission.objects.get()
@@ -241,6 +240,125 @@ def test_a_processing_failure_keeps_the_submission_and_replay_processes_it(clien
     submission.refresh_from_db()
     assert submission.status == Submission.Status.PROCESSED
     assert submission.lead.email == "maria.souza@empresa.com.br"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_error_after_the_lead_was_written_rolls_back_only_the_processing(client, form, monkeypatch):
+    """Stored raw and processed in one transaction: a failure half-way through processing
+    (the lead, its events and its consent already written) takes back what processing
+    wrote, and the raw submission still commits, with its error, for the replay."""
+    from django.core.management import call_command
+
+    def broken_webhooks(lead, event):
+        assert Lead.objects.filter(pk=lead.pk).exists()  # the lead row was written
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")  # aborts the transaction on PostgreSQL
+
+    monkeypatch.setattr(services, "_webhook", broken_webhooks)
+    response = post_json(client, GOOD)
+    assert response.status_code == 202
+    submission = Submission.objects.get()  # committed: this test runs outside a test transaction
+    assert submission.status == Submission.Status.FAILED
+    assert "no_such_table" in submission.errors["__all__"]
+    assert submission.payload["email"] == GOOD["email"]
+    assert not Lead.objects.exists() and not LeadEvent.objects.exists() and not Consent.objects.exists()
+
+    monkeypatch.undo()
+    call_command("replay_submissions", "--stuck-after", "0", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    submission.refresh_from_db()
+    assert submission.status == Submission.Status.PROCESSED
+    assert submission.lead.events.filter(kind=LeadEvent.Kind.CAPTURED).count() == 1
+
+
+def test_a_capture_never_scores_with_a_ruleset_that_is_no_longer_active(client, form):
+    """Each worker caches the active ruleset, but capture checks its id in the
+    submission's own transaction: a worker whose copy predates an activation reloads."""
+    from scoring import services as scoring
+    from scoring.models import Ruleset
+
+    from ..scoring.factories import pallet_ruleset
+
+    old = pallet_ruleset(state=Ruleset.State.ACTIVE)
+    post_json(client, {**GOOD, "email": "a@x.com.br"})
+    stale_copy = dict(scoring._cache)
+    assert stale_copy["value"][0].pk == old.pk
+    new = scoring.ruleset_duplicate(ruleset=old)
+    scoring.ruleset_activate(ruleset=new)
+    scoring._cache.update(stale_copy)  # as another worker still holds it, seconds old
+    post_json(client, {**GOOD, "email": "b@x.com.br"})
+    change = Lead.objects.get(email="b@x.com.br").events.get(kind=LeadEvent.Kind.STATUS_CHANGED)
+    assert change.data["ruleset"] == new.pk
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_an_activation_rescoring_waits_for_captures_that_read_the_previous_ruleset(require_postgres):
+    """A capture that read the old ruleset's id commits before the activation's
+    rescoring fixes its last lead id, so the lead it scored is rescored."""
+    from django.db import transaction
+
+    from scoring import services as scoring
+    from scoring.models import Ruleset
+
+    from ..scoring.factories import pallet_ruleset
+
+    old = pallet_ruleset(state=Ruleset.State.ACTIVE)
+    LeadFactory()
+    new = scoring.ruleset_duplicate(ruleset=old)
+    has_read, release, captured = threading.Event(), threading.Event(), {}
+
+    def capture():
+        try:
+            with transaction.atomic():
+                captured["ruleset"] = scoring.active_ruleset_id()
+                has_read.set()
+                release.wait(30)
+                captured["lead"] = LeadFactory().pk  # scored, say, with the old ruleset
+        finally:
+            connection.close()
+
+    def rescore(job_id):
+        try:
+            scoring.rescore_job_run(job_id=job_id, workers=1)
+        finally:
+            connection.close()
+
+    capturing = threading.Thread(target=capture)
+    capturing.start()
+    assert has_read.wait(30)
+    job = scoring.ruleset_activate(ruleset=new)
+    rescoring = threading.Thread(target=rescore, args=(job.pk,))
+    rescoring.start()
+    for _ in range(300):  # until the job waits on the capture's lock (or has finished without it)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0] or not rescoring.is_alive():
+                break
+        threading.Event().wait(0.1)
+    release.set()
+    capturing.join()
+    rescoring.join()
+    job.refresh_from_db()
+    assert captured["ruleset"] == old.pk
+    assert job.status == "done" and job.last_id >= captured["lead"]
+
+
+@pytest.mark.services
+def test_the_throttle_counts_address_and_form_in_redis(client, form, settings, redis_url):
+    import redis
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
+    settings.REDIS_URL = redis_url
+    redis.Redis.from_url(redis_url).flushdb()
+    settings.FUNIL_CAPTURE_RATE_PER_IP = "3/min"
+    assert [post_json(client, {"email": f"r{i}@x.com.br"}).status_code for i in range(4)] == [202, 202, 202, 429]
+    settings.FUNIL_CAPTURE_RATE_PER_IP = "100/min"
+    settings.FUNIL_CAPTURE_RATE_PER_FORM = "5/min"  # 4 counted already on this form (the 429 too)
+    other = Client(REMOTE_ADDR="10.0.0.9")
+    codes = [post_json(other, {"email": f"o{i}@x.com.br"}).status_code for i in range(2)]
+    assert codes == [202, 429]
+    assert 0 < int(post_json(other, GOOD)["Retry-After"]) <= 60
+    redis.Redis.from_url(redis_url).flushdb()
 
 
 @pytest.mark.services

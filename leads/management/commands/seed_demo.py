@@ -257,12 +257,11 @@ class Command(BaseCommand):
         for number in range(count):
             form = forms[rng.choices(list(forms), weights=[45, 30, 10, 15])[0]]
             payload = self._payload(number, rng, form)
-            submission, _ = services.submission_store(
+            submission, _ = services.submission_receive(
                 form=form, payload=payload, content_type="application/json",
                 ip=f"177.{number % 250}.10.{rng.randint(1, 250)}",
                 user_agent="Mozilla/5.0 (demo)", referrer="https://paletes.example.com/",
             )
-            submission = services.submission_process(submission=submission)
             if submission.status != Submission.Status.PROCESSED:
                 continue
             created += 1
