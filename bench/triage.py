@@ -18,10 +18,17 @@ total and template, LIMIT 50 OFFSET n as Django's Paginator runs it), called
 without middleware. Prints p50 and
 p95 of each and the ratio (6)/(4).
 
-    .venv/bin/python bench/triage.py [--leads 1000000] [--quick] [--database-url postgres://...]
+    .venv/bin/python bench/triage.py [--leads 1000000] [--quick] [--reuse-data] [--database-url postgres://...]
+
+``--reuse-data`` keeps the database when it already holds the same number of leads and
+the reps of a previous run (migrations are still applied), so measuring a change
+back to back does not reload a million leads each time. The table also gives the
+SQL statements each page ran (counted on the warm-up requests, outside the timing).
 
 Target on the 2-core machine: p95 <= 100 ms for every page at 1M leads, at any depth.
-``--quick`` loads 20,000 leads and checks no target.
+``--quick`` loads 20,000 leads and checks no target. The inbox remembers a person's total
+for ``FUNIL_INBOX_TOTAL_SECONDS`` (30 s), so repeated pages mostly skip counting; run with
+``FUNIL_INBOX_TOTAL_SECONDS=0`` to time a count on every page.
 """
 
 import argparse
@@ -72,6 +79,42 @@ def assign_reps(connection):
     return reps
 
 
+def existing_leads(database_url):
+    """Leads in the database of a previous run (with its reps), else None."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(database_url)
+    except psycopg2.OperationalError:
+        return None
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('leads_lead') IS NOT NULL AND to_regclass('auth_user') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                return None
+            cursor.execute("SELECT count(*) FROM auth_user WHERE username = ANY(%s)",
+                           [[f"rep{n}" for n in range(REPS)]])
+            if cursor.fetchone()[0] != REPS:
+                return None
+            cursor.execute("SELECT count(*) FROM leads_lead")
+            return cursor.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def statements_per_request(client, urls):
+    """SQL statements each of ``urls`` ran (outside the timed requests)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for url in urls:
+        with CaptureQueriesContext(connection) as queries:
+            client.get(url, secure=True)
+        counts.append(len(queries))
+    return counts
+
+
 def time_requests(client, urls):
     durations = []
     for url in urls:
@@ -111,7 +154,8 @@ def cursor_url(score, pk):
 
 
 def offset_page(request, offset):
-    """The baseline: the inbox's filters, total and template, rows fetched with OFFSET."""
+    """The baseline: the inbox's filters, total (remembered as the inbox does) and template,
+    rows fetched with OFFSET."""
     from django.shortcuts import render
 
     from leads import selectors, views
@@ -121,36 +165,17 @@ def offset_page(request, offset):
     filterset = LeadFilterSet(query, queryset=selectors.lead_list_for(request.user), request=request)
     leads = filterset.qs
     rows = list(leads[offset:offset + 50])  # what Django's Paginator.page() runs: LIMIT 50 OFFSET n
-    total, exact = selectors.lead_count(leads)
+    total, exact, _counted_at = selectors.lead_count_remembered(leads, user=request.user, filters=query)
     context = {"query": query, "is_default": is_default, "filterset": filterset, "rows": rows, "total": total,
                "exact": exact, "next_url": None, "previous_url": None, "filter_query": "", "fresh_since": None,
                "page_size": 50, "poll_seconds": 10, **views._choices(request.user)}
     return render(request, "leads/inbox.html", context)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--leads", type=int, default=MILLION, help="leads to load (default 1,000,000)")
-    parser.add_argument("--quick", action="store_true", help="20,000 leads, no targets checked")
-    parser.add_argument("--requests", type=int, default=200, help="requests per page (default 200)")
-    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/funil_triage_bench")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="only for the settings")
-    parser.add_argument("--seed", type=int, default=5)
-    args = parser.parse_args()
-    n = 20_000 if args.quick else args.leads
-
-    env = bench_env(args.database_url, args.redis_url, DJANGO_ALLOW_ASYNC_UNSAFE="true")
-    print(f"machine: {machine()}")
-    print(f"database: {args.database_url} (recreated)")
-    recreate_database(args.database_url)
-    manage(env, "migrate", "--noinput", "-v0")
-    manage(env, "collectstatic", "--noinput", "-v0")  # production settings: hashed static files
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.db import connection, transaction
-    from django.test import Client, RequestFactory
+def load_leads(connection, n, seed):
+    """COPY ``n`` leads and their timeline, build the trigram indexes, VACUUM ANALYZE,
+    and give half of the qualified leads to the reps (returned)."""
+    from django.db import transaction
     from django.utils import timezone
 
     from bench import _rescore_data
@@ -167,7 +192,7 @@ def main():
             cursor.execute(f'DROP INDEX "{name}"')
     start = time.perf_counter()
     with transaction.atomic():
-        _rescore_data.load(connection, n, now=timezone.now(), seed=args.seed)
+        _rescore_data.load(connection, n, now=timezone.now(), seed=seed)
     loaded = time.perf_counter() - start
     with connection.cursor() as cursor:
         cursor.execute("SET maintenance_work_mem = '512MB'")
@@ -176,11 +201,53 @@ def main():
         cursor.execute("VACUUM ANALYZE leads_lead")
         cursor.execute("VACUUM ANALYZE leads_leadevent")
     reps = assign_reps(connection)
-    rep = reps[0]
     qualified = Lead.objects.filter(status="qualified").count()
     print(f"loaded {n:,} leads ({qualified:,} qualified, half of them owned by {REPS} reps) with COPY "
           f"in {loaded:.1f} s; trigram indexes ({len(trigram_indexes)}) and VACUUM ANALYZE in "
           f"{time.perf_counter() - start - loaded:.1f} s")
+    return reps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--leads", type=int, default=MILLION, help="leads to load (default 1,000,000)")
+    parser.add_argument("--quick", action="store_true", help="20,000 leads, no targets checked")
+    parser.add_argument("--requests", type=int, default=200, help="requests per page (default 200)")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/funil_triage_bench")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="only for the settings")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="keep the database when it already holds the same number of leads and the reps")
+    args = parser.parse_args()
+    n = 20_000 if args.quick else args.leads
+
+    env = bench_env(args.database_url, args.redis_url, DJANGO_ALLOW_ASYNC_UNSAFE="true")
+    print(f"machine: {machine()}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    reuse = args.reuse_data and existing_leads(args.database_url) == n
+    if reuse:
+        print(f"database: {args.database_url} (reused: {n:,} leads already loaded)")
+    else:
+        print(f"database: {args.database_url} (recreated)")
+        recreate_database(args.database_url)
+    manage(env, "migrate", "--noinput", "-v0")
+    manage(env, "collectstatic", "--noinput", "-v0")  # production settings: hashed static files
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client, RequestFactory
+
+    from leads.models import Lead
+
+    if reuse:
+        reps = list(get_user_model().objects.filter(username__in=[f"rep{i}" for i in range(REPS)])
+                    .order_by("username"))
+    else:
+        reps = load_leads(connection, n, args.seed)
+    rep = reps[0]
 
     rng = random.Random(args.seed)
     count = args.requests
@@ -196,8 +263,10 @@ def main():
         "(4) deep page, keyset": [cursor_url(score, pk) for _offset, score, pk in positions],
         "(5) lead page": [f"/leads/{pk}/" for pk in rng.sample(lead_ids, min(count, len(lead_ids)))],
     }
-    for urls in pages.values():  # warm up: caches, the first connection, the planner
+    statements = {}
+    for label, urls in pages.items():  # warm up: caches, the first connection, the planner
         time_requests(client, urls[:5])
+        statements[label] = statements_per_request(client, urls[:5])
     results = {label: time_requests(client, urls) for label, urls in pages.items()}
 
     factory = RequestFactory()
@@ -214,10 +283,13 @@ def main():
 
     print(f"\nrep's default inbox: {inbox_size:,} leads; deep pages at offsets "
           f"{min(p[0] for p in positions):,}..{max(p[0] for p in positions):,}; {count} requests each\n")
-    print(f"{'page':<36}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    print(f"{'page':<36}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}{'SQL/request':>13}")
     for label, durations in results.items():
+        counts = statements.get(label)
+        sql = "-" if not counts else (f"{min(counts)}" if min(counts) == max(counts)
+                                      else f"{min(counts)}-{max(counts)}")
         print(f"{label:<36}{statistics.median(durations):>10.1f}{percentile(durations, 0.95):>10.1f}"
-              f"{max(durations):>10.1f}")
+              f"{max(durations):>10.1f}{sql:>13}")
     keyset, offset = results["(4) deep page, keyset"], results["(6) baseline: deep page, OFFSET"]
     print(f"\nratio OFFSET / keyset at depth: p50 {statistics.median(offset) / statistics.median(keyset):.1f}x, "
           f"p95 {percentile(offset, 0.95) / percentile(keyset, 0.95):.1f}x")

@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 
 from . import selectors
-from .models import Lead, LeadStatus, Temperature
+from .models import Form, Lead, LeadStatus, Reason, Source, Temperature
 from .normalize import BRAZIL_STATES
 
 # Public ordering names -> model fields. The list pagination orders the same way.
@@ -165,6 +165,26 @@ class OwnerFilter(django_filters.CharFilter):
         return qs.filter(owner_id=int(value))
 
 
+class SlugFilter(django_filters.CharFilter):
+    """A catalogue row (source, form, reason) by its slug, matched on the lead's own
+    foreign key: the slug is resolved to its id first (one small query), so the lead
+    query compares ``source_id`` with a constant. Joined on the slug instead, PostgreSQL
+    cannot use its statistics of the column (45% of the leads come from one source) and
+    picks a plan that reads every matching lead before sorting them."""
+
+    def __init__(self, *args, catalogue, **kwargs):
+        self.catalogue = catalogue
+        super().__init__(*args, max_length=50, **kwargs)
+
+    def filter(self, qs, value):
+        if value in ("", None):
+            return qs
+        ids = list(self.catalogue.objects.filter(slug=value).order_by().values_list("pk", flat=True)[:1])
+        if not ids:
+            return qs.none()
+        return qs.filter(**{f"{self.field_name}_id": ids[0]})
+
+
 class LeadFilterSet(django_filters.FilterSet):
     # distinct=False: plain columns of the lead, no join to deduplicate; a DISTINCT would
     # stop PostgreSQL from reading the first page straight off an index.
@@ -175,15 +195,15 @@ class LeadFilterSet(django_filters.FilterSet):
         choices=Temperature.choices, label=_("Temperature"), distinct=False,
     )
     owner = OwnerFilter(label=_("Owner: a user id, “me” or “unassigned”"))
-    source = django_filters.CharFilter(field_name="source__slug", max_length=50, label=_("Source (slug)"))
-    form = django_filters.CharFilter(field_name="form__slug", max_length=50, label=_("Form (slug)"))
+    source = SlugFilter(field_name="source", catalogue=Source, label=_("Source (slug)"))
+    form = SlugFilter(field_name="form", catalogue=Form, label=_("Form (slug)"))
     interest = django_filters.CharFilter(lookup_expr="icontains", max_length=255, label=_("Interest contains"))
     state = StateFilter(choices=sorted((code, code) for code in BRAZIL_STATES), label=_("State (UF)"), distinct=False)
     created_after = CreatedFilter(upper=False, label=_("Created on or after"))
     created_before = CreatedFilter(upper=True, label=_("Created on or before"))
     score_min = ScoreFilter(lookup_expr="gte", label=_("Score at least"))
     score_max = ScoreFilter(lookup_expr="lte", label=_("Score at most"))
-    reason = django_filters.CharFilter(field_name="reason__slug", max_length=50, label=_("Reason (slug)"))
+    reason = SlugFilter(field_name="reason", catalogue=Reason, label=_("Reason (slug)"))
     q = django_filters.CharFilter(method="search", max_length=200, label=_("Search name, email, company, phone"))
     ordering = django_filters.ChoiceFilter(
         choices=ORDERING_CHOICES, method="keep", empty_label=None, label=_("Order (default: -score)"),

@@ -54,12 +54,24 @@ def sync_groups_after_migrate(sender, **kwargs):
     sync_groups()
 
 
+def group_names(user):
+    """The names of the person's groups: one query, remembered on the user object (which
+    lives for one request), as Django remembers permissions (``_perm_cache``)."""
+    if not user.is_authenticated:
+        return frozenset()
+    try:
+        return user._funil_group_names
+    except AttributeError:
+        user._funil_group_names = frozenset(user.groups.values_list("name", flat=True))
+        return user._funil_group_names
+
+
 def is_manager(user):
     return user.is_superuser or user.has_perm("leads.work_any_lead")
 
 
 def is_sales(user):
-    return is_manager(user) or user.groups.filter(name=SALES).exists()
+    return is_manager(user) or SALES in group_names(user)
 
 
 def can_work_lead(user, lead):
@@ -75,4 +87,4 @@ def can_see_reports(user):
     """The dashboard: marketers and sales managers (and superusers)."""
     if not user.is_authenticated or not user.is_active:
         return False
-    return is_manager(user) or user.groups.filter(name=MARKETING).exists()
+    return is_manager(user) or MARKETING in group_names(user)

@@ -249,3 +249,55 @@ def form_for_capture(slug):
     return _capture_forms.get(
         slug, lambda key: Form.objects.select_related("source").filter(slug=key, active=True).first()
     )
+
+
+# The inbox's total, remembered per person and set of filters for a short time
+# (``FUNIL_INBOX_TOTAL_SECONDS``): paging, sorting and reloading the same view do not
+# count again. A person's own changes (an action, a bulk action) forget their totals by
+# moving their generation, which is part of every key.
+_TOTAL_KEY = "funil:inbox-total:{user}:{generation}:{filters}"
+_GENERATION_KEY = "funil:inbox-total-generation:{user}"
+# Filters that do not change which leads match.
+_NOT_COUNTED = ("cursor", "ordering", "page_size")
+
+
+def lead_count_remembered(leads, *, user, filters):
+    """``(count, exact, counted_at)``: ``lead_count(leads)``, or the one this person got
+    for the same ``filters`` (a QueryDict) less than ``FUNIL_INBOX_TOTAL_SECONDS`` ago.
+    ``counted_at`` is the Unix time of the count."""
+    import hashlib
+    import time
+
+    from django.conf import settings
+    from django.core.cache import cache
+
+    seconds = getattr(settings, "FUNIL_INBOX_TOTAL_SECONDS", 30)
+    if seconds <= 0 or not getattr(user, "pk", None):
+        return (*lead_count(leads), time.time())
+    canonical = sorted((key, sorted(filters.getlist(key))) for key in filters if key not in _NOT_COUNTED)
+    digest = hashlib.blake2b(repr(canonical).encode(), digest_size=12).hexdigest()
+    generation = cache.get(_GENERATION_KEY.format(user=user.pk), 0)
+    key = _TOTAL_KEY.format(user=user.pk, generation=generation, filters=digest)
+    remembered = cache.get(key)
+    if remembered is not None:
+        return tuple(remembered)
+    count, exact = lead_count(leads)
+    counted_at = time.time()
+    cache.set(key, (count, exact, counted_at), seconds)
+    return count, exact, counted_at
+
+
+def lead_counts_forget(user):
+    """Forget the totals ``user`` was shown (after their own change to leads). Called on
+    commit, so a page counted meanwhile cannot keep the old figure under the new key."""
+    import time
+
+    from django.conf import settings
+    from django.core.cache import cache
+
+    seconds = getattr(settings, "FUNIL_INBOX_TOTAL_SECONDS", 30)
+    if seconds <= 0 or not getattr(user, "pk", None):
+        return
+    # Outlives every total counted under the previous generation, so losing this key
+    # later cannot bring one of them back.
+    cache.set(_GENERATION_KEY.format(user=user.pk), time.time_ns(), 2 * seconds + 60)

@@ -2,9 +2,12 @@
 selectors and the lead list's one FilterSet, so the inbox, the API and saved segments
 mean the same thing by the same filters."""
 
+import time
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Max
 from django.http import HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -92,9 +95,10 @@ def inbox(request):
             query.pop("cursor", None)
             api_request._request.GET = query
             rows = paginator.paginate_queryset(leads, api_request)
-        total, exact = selectors.lead_count(leads)
+        total, exact, counted_at = selectors.lead_count_remembered(leads, user=request.user, filters=query)
         context.update(
             rows=rows, total=total, exact=exact, page_size=paginator.page_size,
+            total_age=int(time.time() - counted_at),
             next_url=_relative(paginator.get_next_link()), previous_url=_relative(paginator.get_previous_link()),
         )
         if "cursor" not in query:
@@ -249,8 +253,14 @@ def lead_action(request, pk, action):
         for field, errors in exc.message_dict.items():
             form.add_error(field if field in form.fields else None, errors)
         return render(request, "leads/detail.html", _detail_context(request, lead, bound=form), status=400)
+    _forget_totals(user)
     messages.success(request, done[action])
     return HttpResponseRedirect(_safe_next(request, lead.get_absolute_url()))
+
+
+def _forget_totals(user):
+    """The person changed leads: the totals their inbox remembers may be off now."""
+    transaction.on_commit(lambda: selectors.lead_counts_forget(user))
 
 
 def _run_action(action, lead, user, form):
@@ -312,6 +322,7 @@ def inbox_bulk(request):
             text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             refused.append(f"{lead}: {text}")
     if done:
+        _forget_totals(request.user)
         messages.success(request, _("%(count)d leads updated.") % {"count": done})
     for line in refused[:10]:
         messages.error(request, line)
@@ -329,6 +340,7 @@ def _bulk_nurture(request, leads, data, back):
     )
     done, refused = len(changed), [f"{lead}: {message}" for lead, message in errors.items()]
     if done:
+        _forget_totals(request.user)
         text = (_("%(count)d leads enrolled in %(sequence)s.") if data["action"] == "enroll"
                 else _("%(count)d leads removed from %(sequence)s."))
         messages.success(request, text % {"count": done, "sequence": sequence})

@@ -229,6 +229,9 @@ USE_TZ = True
 # Phone numbers without a country code are read as numbers of this region.
 FUNIL_DEFAULT_PHONE_REGION = env("FUNIL_DEFAULT_PHONE_REGION", default="BR")
 FUNIL_DEFAULT_CURRENCY = env("FUNIL_DEFAULT_CURRENCY", default="BRL")
+# How long the inbox remembers a person's total for one set of filters (0: count every
+# page). Counting is the dearest part of a filtered page over a million leads.
+FUNIL_INBOX_TOTAL_SECONDS = env.int("FUNIL_INBOX_TOTAL_SECONDS", default=30)
 
 # --- Static files -------------------------------------------------------------
 STATIC_URL = "static/"

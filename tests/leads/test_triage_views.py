@@ -311,3 +311,114 @@ def test_only_managers_see_the_personal_data_link(client, rep, manager):
     client.force_login(manager)
     page = client.get(reverse("leads:detail", args=[lead.pk])).content.decode()
     assert f'href="/leads/{lead.pk}/privacy/"' in page
+
+
+def _total(response):
+    return re.search(r'<p class="summary" id="total">(.*?)</p>', response.content.decode(), re.S).group(1)
+
+
+def test_the_inbox_total_is_remembered_for_a_while_and_says_how_old_it_is(client, rep, settings, monkeypatch):
+    import time
+
+    settings.FUNIL_INBOX_TOTAL_SECONDS = 30
+    qualified(first_name="One", last_name="A")
+    client.force_login(rep)
+    assert "1 lead" in _total(client.get(reverse("leads:inbox")))
+    qualified(first_name="Two", last_name="B")  # captured meanwhile, not by this person
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 12)
+    response = client.get(reverse("leads:inbox"))
+    assert sorted(names(response)) == ["One A", "Two B"]  # the rows are read afresh
+    assert "1 lead" in _total(response) and "counted 12 seconds ago" in _total(response)
+    client.post(reverse("set_language"), {"language": "pt-br", "next": "/leads/"})
+    assert "contado há 12 segundos" in _total(client.get(reverse("leads:inbox")))
+    monkeypatch.setattr(time, "time", lambda: now + 31)
+    assert "2 leads" in _total(client.get(reverse("leads:inbox")))
+
+
+def test_the_persons_own_action_forgets_the_remembered_total(client, rep, settings,
+                                                            django_capture_on_commit_callbacks):
+    settings.FUNIL_INBOX_TOTAL_SECONDS = 30
+    reason = ReasonFactory()
+    first, second = qualified(first_name="One", last_name="A"), qualified(first_name="Two", last_name="B")
+    client.force_login(rep)
+    assert "2 leads" in _total(client.get(reverse("leads:inbox")))
+    with django_capture_on_commit_callbacks(execute=True):  # forgotten once the change is committed
+        response = client.post(reverse("leads:action", args=[first.pk, "out_of_focus"]),
+                               {"out_of_focus-reason": reason.pk, "out_of_focus-note": ""})
+    assert response.status_code == 302
+    assert "1 lead" in _total(client.get(reverse("leads:inbox")))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("leads:bulk"), {"action": "disqualify", "leads": [second.pk], "reason": reason.pk})
+    assert Lead.objects.get(pk=second.pk).status == LeadStatus.DISQUALIFIED
+    assert "0 leads" in _total(client.get(reverse("leads:inbox")))
+
+
+def test_a_remembered_total_belongs_to_one_person_and_one_set_of_filters(client, rep, other_rep, settings):
+    settings.FUNIL_INBOX_TOTAL_SECONDS = 30
+    lead = qualified(state="SP")
+    qualified(state="RJ")
+    client.force_login(rep)
+    assert "2 leads" in _total(client.get(reverse("leads:inbox")))
+    assert "1 lead" in _total(client.get(reverse("leads:inbox"), {"status": "qualified", "state": "SP"}))
+    services.lead_assign(lead=lead, owner=rep)
+    client.force_login(other_rep)
+    assert "1 lead" in _total(client.get(reverse("leads:inbox")))
+
+
+def test_with_no_memory_every_page_counts(client, rep, settings):
+    settings.FUNIL_INBOX_TOTAL_SECONDS = 0
+    qualified()
+    client.force_login(rep)
+    assert "1 lead" in _total(client.get(reverse("leads:inbox")))
+    qualified()
+    assert "2 leads" in _total(client.get(reverse("leads:inbox")))
+
+
+def test_source_form_and_reason_filters_compare_the_leads_own_key_with_a_constant(rep):
+    from leads.filters import LeadFilterSet
+
+    from ..factories import FormFactory
+
+    site, fair = SourceFactory(slug="site"), SourceFactory(slug="feira")
+    form = FormFactory(slug="contato", source=site)
+    reason = ReasonFactory(slug="no_budget")
+    wanted = LeadFactory(source=site, form=form)
+    LeadFactory(source=fair)
+    disqualified = services.lead_change_status(lead=LeadFactory(source=site), status=LeadStatus.DISQUALIFIED,
+                                               reason=reason)
+
+    def leads(**filters):
+        filterset = LeadFilterSet(filters, queryset=Lead.objects.all())
+        assert filterset.is_valid()
+        return filterset.qs
+
+    assert set(leads(source="site")) == {wanted, disqualified}
+    assert list(leads(source="site", form="contato")) == [wanted]
+    assert list(leads(reason="no_budget")) == [disqualified]
+    assert list(leads(source="nowhere")) == []
+    sql = str(leads(source="site", form="contato", reason="no_budget").query)
+    assert f'"source_id" = {site.pk}' in sql and f'"form_id" = {form.pk}' in sql and f'"reason_id" = {reason.pk}' in sql
+    assert "slug" not in sql
+
+
+def test_inbox_rows_escape_what_leads_typed_and_name_the_owner(client, manager, rep):
+    rep.first_name, rep.last_name = "Ana", "Vendas"
+    rep.save()
+    mine = qualified(first_name="<b>Bold</b>", last_name="Lead", company="A & B <Ltda>", email="x@example.com")
+    services.lead_assign(lead=mine, owner=rep)
+    qualified(first_name="Free", last_name="Lead")
+    client.force_login(manager)
+    body = client.get(reverse("leads:inbox"), {"status": "qualified"}).content.decode()
+    assert "<b>Bold</b>" not in body and "&lt;b&gt;Bold&lt;/b&gt; Lead" in body
+    assert "A &amp; B &lt;Ltda&gt;" in body and "x@example.com" in body
+    assert "Ana Vendas" in body and "<em>Unassigned</em>" in body
+    assert f'<input type="checkbox" name="leads" value="{mine.pk}"' in body
+
+
+def test_a_persons_groups_are_read_once_per_request(rep, django_assert_num_queries):
+    from leads import roles
+
+    assert roles.is_sales(rep)
+    with django_assert_num_queries(0):
+        assert roles.is_sales(rep) and not roles.can_see_reports(rep) and not roles.is_manager(rep)
