@@ -5,6 +5,7 @@ compliance headers (List-Unsubscribe with an https URL and a mailto, RFC 8058 on
 import functools
 import html
 import re
+import uuid
 from email.utils import make_msgid, parseaddr
 from html.parser import HTMLParser
 from urllib.parse import quote
@@ -198,6 +199,18 @@ def _append_to_body(source, extra):
     return source + extra if index < 0 else source[:index] + extra + source[index:]
 
 
+class NurtureEmail(EmailMultiAlternatives):
+    """An EmailMultiAlternatives whose MIME boundary is chosen up front: a random 128-bit
+    token cannot occur in the body, and the standard library's generator, left to pick
+    one, compiles a new regular expression per message to prove that."""
+
+    def message(self):
+        message = super().message()
+        if message.is_multipart():
+            message.set_boundary(f"=_funil_{uuid.uuid4().hex}")
+        return message
+
+
 def message_domain():
     _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
     return address.rpartition("@")[2] or "localhost"
@@ -225,6 +238,6 @@ def build_message(*, template, lead, to, delivery_id=None, connection=None, trac
         "List-Unsubscribe": f"<{unsubscribe}>, <{unsubscribe_mailto(token)}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    message = EmailMultiAlternatives(subject, body_text, to=[to], headers=headers, connection=connection)
+    message = NurtureEmail(subject, body_text, to=[to], headers=headers, connection=connection)
     message.attach_alternative(body_html, "text/html")
     return message, message_id
