@@ -5,16 +5,18 @@ The guarantee is **at most once** per delivery (see docs/architecture.md):
 
 1. claim: ``pending`` → ``claimed`` (a row lock with SKIP LOCKED on PostgreSQL, a
    conditional UPDATE everywhere), committed; nothing has been sent;
-2. ``claimed`` → ``sending`` with the Message-ID, committed *before* the SMTP exchange;
-3. SMTP answers: ``sending`` → ``sent`` (or back to pending for a 4xx, failed for a 5xx),
-   committed in the same statement that marks the next delivery ``sending``; the
-   timeline events and next steps of a batch follow in one transaction
-   (``record_sent_batch``; the sweep finishes it if the worker died first).
+2. per group of ``FUNIL_NURTURE_SENDING_GROUP`` (20) messages: ``claimed`` → ``sending``
+   with their Message-IDs, committed *before* the SMTP exchange;
+3. the group goes out over one connection (pipelined by ``nurturing.mail``); the
+   answers (``sent``; back to pending for a 4xx or content that never left; failed for
+   a 5xx; uncertain for a broken exchange) are committed in the same transaction that
+   marks the next group ``sending``; the timeline events and next steps of a batch follow
+   in one transaction (``record_sent_batch``; the sweep finishes it if the worker died).
 
-If the worker dies in 1–2 the row is ``claimed`` and the sweep puts it back to pending:
-it provably never reached the server. If it dies in 2–3 the row stays ``sending`` and
-the sweep marks it ``uncertain``: never re-sent automatically, shown in admin with its
-Message-ID for a person to resend or mark sent.
+If the worker dies in 1–2 the rows are ``claimed`` and the sweep puts them back to
+pending: they provably never reached the server. If it dies in 2–3 up to one group stays
+``sending`` and the sweep marks it ``uncertain``: never re-sent automatically, shown in
+admin with its Message-IDs for a person to resend or mark sent.
 """
 
 import collections
@@ -31,12 +33,14 @@ from datetime import timedelta
 from django.core.mail import get_connection
 from django.db import connection as db_connection
 from django.db import transaction
+from django.db.models import Case, Value, When
 from django.template import TemplateSyntaxError
 from django.utils import timezone
 
 from leads.models import Consent, LeadEvent
 
-from .emails import build_message
+from .emails import CompiledTemplate, build_message
+from .mail import NotSent
 from .models import Delivery, Enrollment, Sequence, SequenceStep, Suppression
 from .selectors import suppressed_hashes
 from .timeline import enrollments_end
@@ -73,6 +77,8 @@ class Uncertain(Exception):
 
 def classify(error):
     """Map an email backend exception to Transient, Permanent or Uncertain."""
+    if isinstance(error, NotSent):
+        return Transient(str(error))
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in error.recipients.values()]
         text = "; ".join(f"{code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
@@ -246,49 +252,69 @@ def _release(deliveries, *, now, error, result):
         result.retried += 1
 
 
-_TABLE = Delivery._meta.db_table
-# Marking 'sending' restarts the claim's clock, so the sweep measures the send, not the batch.
-_MARK_SENDING = (f"UPDATE {_TABLE} SET status = 'sending', message_id = %s, to_email = %s, claimed_at = %s "
-                 f"WHERE id = %s AND status = 'claimed' AND claim_token = %s")
-_MARK_SENT = (f"UPDATE {_TABLE} SET status = 'sent', sent_at = %s, provider_message_id = %s, last_error = '' "
-              f"WHERE id = %s AND status = 'sending'")
-_SENT_AND_SENDING = (
-    f"UPDATE {_TABLE} SET "
-    "status = CASE WHEN id = %s THEN 'sent' ELSE 'sending' END, "
-    "sent_at = CASE WHEN id = %s THEN %s ELSE sent_at END, "
-    "provider_message_id = CASE WHEN id = %s THEN %s ELSE provider_message_id END, "
-    "last_error = CASE WHEN id = %s THEN '' ELSE last_error END, "
-    "message_id = CASE WHEN id = %s THEN message_id ELSE %s END, "
-    "to_email = CASE WHEN id = %s THEN to_email ELSE %s END, "
-    "claimed_at = CASE WHEN id = %s THEN claimed_at ELSE %s END "
-    "WHERE (id = %s AND status = 'sending') OR (id = %s AND status = 'claimed' AND claim_token = %s)"
-)
+def sending_group_size():
+    from django.conf import settings
+
+    return max(1, int(getattr(settings, "FUNIL_NURTURE_SENDING_GROUP", 20)))
 
 
-def _advance(previous, current, *, now):
-    """One statement (one commit): the previous message ``sent``, the current one
-    ``sending`` with its Message-ID. Either may be None. Returns whether ``current`` is ours.
-    Plain SQL: it runs once per message, and the ORM's compilation would cost more than it."""
-    when = db_connection.ops.adapt_datetimefield_value(now)
-    wall = db_connection.ops.adapt_datetimefield_value(timezone.now())
-    with db_connection.cursor() as cursor:
-        if current is None:
-            done, provider_id = previous
-            cursor.execute(_MARK_SENT, [when, provider_id[:255], done.pk])
-            return False
-        delivery, message_id = current
-        email = delivery.lead.email
-        if previous is None:
-            cursor.execute(_MARK_SENDING, [message_id, email, wall, delivery.pk, delivery.claim_token])
-            return cursor.rowcount == 1
-        done, provider_id = previous
-        cursor.execute(_SENT_AND_SENDING, [
-            done.pk, done.pk, when, done.pk, provider_id[:255], done.pk, done.pk, message_id, done.pk, email,
-            done.pk, wall, done.pk, delivery.pk, delivery.claim_token,
-        ])
-        if cursor.rowcount == 2:
-            return True
-    return Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING, message_id=message_id).exists()
+def _mark_sending(group, *, token):
+    """One statement: the group's claimed rows ``sending`` with their Message-IDs and a
+    fresh ``claimed_at`` (the sweep then measures the send, not the batch). Returns the
+    ids that are still ours (a row swept back while we were slow belongs to someone else)."""
+    ids = [delivery.pk for delivery, _message, _message_id in group]
+    changed = Delivery.objects.filter(pk__in=ids, status=Delivery.Status.CLAIMED, claim_token=token).update(
+        status=Delivery.Status.SENDING, claimed_at=timezone.now(),
+        message_id=Case(*[When(pk=delivery.pk, then=Value(message_id)) for delivery, _m, message_id in group]),
+        to_email=Case(*[When(pk=delivery.pk, then=Value(delivery.lead.email)) for delivery, _m, _id in group]),
+    )
+    if changed == len(ids):
+        return set(ids)
+    wanted = {delivery.pk: message_id for delivery, _message, message_id in group}
+    return {pk for pk, message_id in Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING)
+            .values_list("pk", "message_id") if wanted[pk] == message_id}
+
+
+def _write_outcomes(sent, failures, *, now, result):
+    """The answers of a sent group: the accepted rows ``sent`` in one statement, each
+    refusal or unknown outcome on its own (they are rare)."""
+    if sent:
+        provider_ids = {delivery.pk: provider_id[:255] for delivery, provider_id in sent if provider_id}
+        Delivery.objects.filter(pk__in=[delivery.pk for delivery, _id in sent], status=Delivery.Status.SENDING) \
+            .update(status=Delivery.Status.SENT, sent_at=now, last_error="", provider_message_id=(
+                Case(*[When(pk=pk, then=Value(value)) for pk, value in provider_ids.items()], default=Value(""))
+                if provider_ids else Value("")))
+    for delivery, outcome in failures:
+        _record_failure(delivery, outcome, now=now, result=result)
+
+
+def _outcome(error):
+    classified = classify(error)
+    kind = {Transient: "transient", Permanent: "permanent"}.get(type(classified), "uncertain")
+    return kind, (classified if isinstance(classified, Permanent) else str(classified))
+
+
+def _send_group(backend, messages):
+    """One result per message: None (accepted) or the exception. The SMTP backend of
+    ``nurturing.mail`` sends the group over one pipelined connection; any other backend
+    gets one ``send_messages`` call per message and a reconnect after an error."""
+    if hasattr(backend, "send_each"):
+        return backend.send_each(messages)
+    results = []
+    for index, message in enumerate(messages):
+        try:
+            backend.send_messages([message])
+        except Exception as error:  # noqa: BLE001 - classified by the caller
+            results.append(error)
+            try:
+                backend.close()
+                backend.open()
+            except Exception as reconnect_error:  # noqa: BLE001
+                results.extend(NotSent(f"connect: {reconnect_error}") for _ in messages[index + 1:])
+                return results
+            continue
+        results.append(None)
+    return results
 
 
 def _skip(deliveries, *, now, result):
@@ -305,10 +331,11 @@ def _skip(deliveries, *, now, result):
             result.skipped += len(items)
 
 
-def send_claimed(deliveries, *, now, result, connection=None):
-    """Send deliveries this worker claimed: per message one statement, committed before
-    the SMTP exchange, that marks it ``sending`` and the previous one ``sent``; the rest
-    of the bookkeeping is set-based per batch (``record_sent_batch``)."""
+def send_claimed(deliveries, *, now, result, connection=None, token=None):
+    """Send deliveries this worker claimed, a group (``FUNIL_NURTURE_SENDING_GROUP``) at a
+    time: one commit marks the group ``sending`` (and the previous group's answers), then
+    the group goes out over one connection; the rest of the bookkeeping is set-based per
+    batch (``record_sent_batch``)."""
     suppressed = suppressed_hashes({d.lead.email for d in deliveries if d.lead.email})
     no_consent = _consent_missing(deliveries)
     to_send, skipped = [], []
@@ -319,6 +346,7 @@ def send_claimed(deliveries, *, now, result, connection=None):
         _skip(skipped, now=now, result=result)
     if not to_send:
         return
+    token = token or to_send[0].claim_token
     backend = connection or get_connection(fail_silently=False)
     try:
         backend.open()
@@ -327,55 +355,62 @@ def send_claimed(deliveries, *, now, result, connection=None):
         with transaction.atomic():
             _release(to_send, now=now, error=f"connect: {error}", result=result)
         return
-    previous = None  # (delivery, provider message id): accepted, not yet written
+    size = sending_group_size()
+    compiled = {}  # step id -> CompiledTemplate: each template compiled once per batch
+    answered = None  # (sent, failures) of the last group: accepted or refused, not yet written
     sent_ids = []
     relaxed = _relax_commits()
     try:
-        for index, delivery in enumerate(to_send):
-            try:
-                message, message_id = build_message(
-                    template=delivery.step.template, lead=delivery.lead, to=delivery.lead.email,
-                    delivery_id=delivery.pk, connection=backend,
-                )
-            except (TemplateSyntaxError, ValueError, TypeError) as error:
-                Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.CLAIMED).update(
-                    status=Delivery.Status.FAILED, last_error=f"template: {error}")
-                result.failed += 1
-                continue
-            ours = _advance(previous, (delivery, message_id), now=now)
-            previous = None
-            if not ours:  # swept back while we were slow: someone else owns it now
-                continue
-            delivery.message_id = message_id
-            try:
-                backend.send_messages([message])
-            except Exception as error:  # noqa: BLE001 - classified below; the loop goes on
-                classified = classify(error)
-                outcome = ({Transient: "transient", Permanent: "permanent"}.get(type(classified), "uncertain"),
-                           classified if isinstance(classified, Permanent) else str(classified))
-                with transaction.atomic():
-                    _record_failure(delivery, outcome, now=now, result=result)
+        for start in range(0, len(to_send), size):
+            group = []
+            for delivery in to_send[start:start + size]:
                 try:
-                    backend.close()
-                    backend.open()
-                except Exception as reconnect_error:  # noqa: BLE001
-                    with transaction.atomic():
-                        _release(to_send[index + 1:], now=now, error=f"connect: {reconnect_error}", result=result)
-                    return
+                    if delivery.step_id not in compiled:
+                        compiled[delivery.step_id] = CompiledTemplate(delivery.step.template)
+                    message, message_id = build_message(
+                        template=delivery.step.template, lead=delivery.lead, to=delivery.lead.email,
+                        delivery_id=delivery.pk, connection=backend, compiled=compiled[delivery.step_id],
+                    )
+                except (TemplateSyntaxError, ValueError, TypeError) as error:
+                    compiled.pop(delivery.step_id, None)
+                    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.CLAIMED).update(
+                        status=Delivery.Status.FAILED, last_error=f"template: {error}")
+                    result.failed += 1
+                    continue
+                group.append((delivery, message, message_id))
+            with transaction.atomic():  # one commit: the last group's answers, this group 'sending'
+                if answered is not None:
+                    _write_outcomes(*answered, now=now, result=result)
+                    answered = None
+                ours = _mark_sending(group, token=token) if group else set()
+            group = [item for item in group if item[0].pk in ours]
+            if not group:
                 continue
-            status = getattr(message, "anymail_status", None)
-            previous = (delivery, (getattr(status, "message_id", None) or "") if status else "")
-            sent_ids.append(delivery.pk)
-            result.sent += 1
-        if previous is not None:
-            _advance(previous, None, now=now)
-            previous = None
+            outcomes = _send_group(backend, [message for _delivery, message, _id in group])
+            sent, failures = [], []
+            for (delivery, message, message_id), error in zip(group, outcomes, strict=True):
+                delivery.message_id = message_id
+                if error is None:
+                    status = getattr(message, "anymail_status", None)
+                    sent.append((delivery, (getattr(status, "message_id", None) or "") if status else ""))
+                    sent_ids.append(delivery.pk)
+                    result.sent += 1
+                else:
+                    failures.append((delivery, _outcome(error)))
+            answered = (sent, failures)
+        with transaction.atomic():  # the last answers and the batch's bookkeeping: one commit
+            if answered is not None:
+                _write_outcomes(*answered, now=now, result=result)
+                answered = None
+            record_sent_batch(sent_ids, now=now)
+        sent_ids = []
     finally:
         with contextlib.suppress(Exception):
             backend.close()
-        if previous is not None:  # an error between the send and its write: still 'sending' -> uncertain later
-            logger.error("delivery %s was sent but not recorded", previous[0].pk)
-        record_sent_batch(sent_ids, now=now)
+        if answered is not None:  # an error between the answers and their write: 'sending' -> uncertain later
+            logger.error("deliveries %s were answered but not recorded", [d.pk for d, _ in answered[0]])
+        if sent_ids:  # left by an error: what was written 'sent' gets its bookkeeping now (or from the sweep)
+            record_sent_batch(sent_ids, now=now)
         if relaxed:
             with db_connection.cursor() as cursor:
                 cursor.execute("RESET synchronous_commit")

@@ -5,6 +5,7 @@ compliance headers (List-Unsubscribe with an https URL and a mailto, RFC 8058 on
 import functools
 import html
 import re
+import uuid
 from email.utils import make_msgid, parseaddr
 from html.parser import HTMLParser
 from urllib.parse import quote
@@ -13,7 +14,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives
 from django.template import Context, Template
-from django.template.loader import render_to_string
+from django.template.loader import get_template
 from django.urls import reverse
 
 UNSUBSCRIBE_SALT = "nurturing.unsubscribe"
@@ -147,17 +148,36 @@ def track_links(source, *, delivery_id):
 
 # --- Rendering ------------------------------------------------------------------------
 
-_compiled = {}
+class CompiledTemplate:
+    """An email template's parts compiled once, and the footer templates fetched once:
+    the dispatcher builds one per step per batch and renders every message with it."""
 
+    def __init__(self, template):
+        self.template = template
+        self.subject = Template(template.subject)
+        self.html_body = Template(template.html_body)
+        self.text_body = Template(template.text_body) if template.text_body.strip() else None
+        self.footer_html = get_template("emails/nurture-footer.html")
+        self.footer_text = get_template("emails/nurture-footer.txt")
 
-def _compile(template, field):
-    key = (template.pk, field, template.updated_at, getattr(template, field))
-    compiled = _compiled.get(key)
-    if compiled is None:
-        if len(_compiled) > 500:
-            _compiled.clear()
-        compiled = _compiled[key] = Template(getattr(template, field))
-    return compiled
+    def render(self, *, lead, unsubscribe):
+        """(subject, html, text) for ``lead``."""
+        context = Context(template_context(lead=lead, unsubscribe=unsubscribe), autoescape=True)
+        subject = " ".join(self.subject.render(context).split())
+        body_html = self.html_body.render(context)
+        if self.text_body is not None:
+            text_context = Context(template_context(lead=lead, unsubscribe=unsubscribe), autoescape=False)
+            body_text = self.text_body.render(text_context)
+        else:
+            body_text = html_to_text(body_html)
+        return subject, body_html, body_text
+
+    def footer(self, unsubscribe):
+        context = {
+            "sender_name": settings.FUNIL_SENDER_NAME, "sender_address": settings.FUNIL_SENDER_ADDRESS,
+            "unsubscribe_url": unsubscribe,
+        }
+        return self.footer_html.render(context), self.footer_text.render(context)
 
 
 def template_context(*, lead, unsubscribe):
@@ -171,24 +191,7 @@ def template_context(*, lead, unsubscribe):
 
 def render_parts(template, *, lead, unsubscribe):
     """(subject, html, text) of ``template`` for ``lead``; raises TemplateSyntaxError on a broken template."""
-    context = Context(template_context(lead=lead, unsubscribe=unsubscribe), autoescape=True)
-    subject = " ".join(_compile(template, "subject").render(context).split())
-    body_html = _compile(template, "html_body").render(context)
-    if template.text_body.strip():
-        text_context = Context(template_context(lead=lead, unsubscribe=unsubscribe), autoescape=False)
-        body_text = _compile(template, "text_body").render(text_context)
-    else:
-        body_text = html_to_text(body_html)
-    return subject, body_html, body_text
-
-
-def _footer(unsubscribe):
-    context = {
-        "sender_name": settings.FUNIL_SENDER_NAME, "sender_address": settings.FUNIL_SENDER_ADDRESS,
-        "unsubscribe_url": unsubscribe,
-    }
-    return (render_to_string("emails/nurture-footer.html", context),
-            render_to_string("emails/nurture-footer.txt", context))
+    return CompiledTemplate(template).render(lead=lead, unsubscribe=unsubscribe)
 
 
 def _append_to_body(source, extra):
@@ -196,19 +199,34 @@ def _append_to_body(source, extra):
     return source + extra if index < 0 else source[:index] + extra + source[index:]
 
 
+class NurtureEmail(EmailMultiAlternatives):
+    """An EmailMultiAlternatives whose MIME boundary is chosen up front: a random 128-bit
+    token cannot occur in the body, and the standard library's generator, left to pick
+    one, compiles a new regular expression per message to prove that."""
+
+    def message(self):
+        message = super().message()
+        if message.is_multipart():
+            message.set_boundary(f"=_funil_{uuid.uuid4().hex}")
+        return message
+
+
 def message_domain():
     _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
     return address.rpartition("@")[2] or "localhost"
 
 
-def build_message(*, template, lead, to, delivery_id=None, connection=None, track=True):
+def build_message(*, template, lead, to, delivery_id=None, connection=None, track=True, compiled=None):
     """The EmailMultiAlternatives of one nurture email, and its Message-ID.
 
-    ``delivery_id`` None is a preview or test send: links are not tracked, no pixel."""
+    ``delivery_id`` None is a preview or test send: links are not tracked, no pixel.
+    ``compiled``: the template's CompiledTemplate, when many messages share it; raises
+    TemplateSyntaxError on a broken template."""
+    compiled = compiled or CompiledTemplate(template)
     token = unsubscribe_token(lead_id=lead.pk, delivery_id=delivery_id)
     unsubscribe = unsubscribe_url(token)
-    subject, body_html, body_text = render_parts(template, lead=lead, unsubscribe=unsubscribe)
-    footer_html, footer_text = _footer(unsubscribe)
+    subject, body_html, body_text = compiled.render(lead=lead, unsubscribe=unsubscribe)
+    footer_html, footer_text = compiled.footer(unsubscribe)
     if track and delivery_id is not None:
         body_html = track_links(body_html, delivery_id=delivery_id)
         footer_html += f'<img src="{html.escape(open_url(delivery_id=delivery_id))}" width="1" height="1" alt="">'
@@ -220,6 +238,6 @@ def build_message(*, template, lead, to, delivery_id=None, connection=None, trac
         "List-Unsubscribe": f"<{unsubscribe}>, <{unsubscribe_mailto(token)}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    message = EmailMultiAlternatives(subject, body_text, to=[to], headers=headers, connection=connection)
+    message = NurtureEmail(subject, body_text, to=[to], headers=headers, connection=connection)
     message.attach_alternative(body_html, "text/html")
     return message, message_id

@@ -191,6 +191,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Email ------------------------------------------------------------------
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":  # noqa: F821 - set by the line above
+    # The same backend with one connection per batch, pipelined when the server can (nurturing/mail.py).
+    EMAIL_BACKEND = "nurturing.mail.EmailBackend"
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Funil <funil@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # The sender's identity and postal address printed in every marketing email's footer.
@@ -200,6 +203,9 @@ FUNIL_BASE_URL = env("FUNIL_BASE_URL", default="http://127.0.0.1:8000")
 # Nurture dispatcher: commit without waiting for the WAL flush (PostgreSQL). ~10x fewer
 # waits per message; a database-server crash may then cause a resend (docs/architecture.md).
 FUNIL_NURTURE_ASYNC_COMMIT = env.bool("FUNIL_NURTURE_ASYNC_COMMIT", default=False)
+# Nurture dispatcher: messages marked 'sending' per commit. A worker killed mid-send leaves
+# at most this many 'uncertain' deliveries for a person to resolve (docs/architecture.md).
+FUNIL_NURTURE_SENDING_GROUP = env.int("FUNIL_NURTURE_SENDING_GROUP", default=20)
 # The mailbox of List-Unsubscribe's mailto (default: unsubscribe@ the sender's domain).
 FUNIL_UNSUBSCRIBE_MAILTO = env("FUNIL_UNSUBSCRIBE_MAILTO", default="")
 # Provider webhooks (/anymail/<provider>/tracking/): the basic-auth "user:password" the

@@ -11,7 +11,7 @@ from .smtp import SmtpServer
 def smtp_server():
     """A real SMTP server on a free port, and Django's SMTP backend pointed at it."""
     with SmtpServer() as server, override_settings(
-        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1",
+        EMAIL_BACKEND="nurturing.mail.EmailBackend", EMAIL_HOST="127.0.0.1",
         EMAIL_PORT=server.port, EMAIL_USE_TLS=False, EMAIL_USE_SSL=False, EMAIL_HOST_USER="",
         EMAIL_HOST_PASSWORD="", EMAIL_TIMEOUT=10,
     ):

@@ -18,12 +18,22 @@ def free_port():
 
 
 class Sink:
-    """Recipients starting with ``tempfail`` get 451 at RCPT, ``reject`` get 550."""
+    """Recipients starting with ``tempfail`` get 451 at RCPT, ``reject`` get 550;
+    ``pipelining`` announces ESMTP PIPELINING (aiosmtpd reads pipelined commands in order)."""
 
-    def __init__(self):
+    def __init__(self, *, pipelining=False):
         self.messages = []
         self.lock = threading.Lock()
         self.tempfail_left = {}
+        self.pipelining = pipelining
+        self.data_rejects = set()  # recipients whose message is refused at the end of DATA
+        self.drop_after = None  # close the connection after this many accepted messages
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         local = address.split("@")[0]
@@ -39,8 +49,13 @@ class Sink:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         message = email.message_from_bytes(envelope.content)
+        if set(envelope.rcpt_tos) & self.data_rejects:
+            return "554 5.6.0 Message refused"
         with self.lock:
             self.messages.append((list(envelope.rcpt_tos), message))
+            if self.drop_after is not None and len(self.messages) >= self.drop_after:
+                self.drop_after = None
+                server.transport.close()  # the answer to this message never arrives
         return "250 2.0.0 Queued"
 
     def recipients(self):
@@ -49,8 +64,8 @@ class Sink:
 
 
 class SmtpServer:
-    def __init__(self):
-        self.sink = Sink()
+    def __init__(self, *, pipelining=False):
+        self.sink = Sink(pipelining=pipelining)
         self.port = free_port()
         self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
 

@@ -295,17 +295,105 @@ def test_async_commits_apply_to_the_dispatch_only_and_are_reset_after_it(require
     statements = []
 
     def record(execute, sql, params, many, context):
-        statements.append(sql)
+        statements.append((sql, params))
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(record):
         assert dispatch.dispatch_due(now=timezone.now()).sent == 2
 
-    relaxed_at = statements.index("SET synchronous_commit = off")
-    reset_at = statements.index("RESET synchronous_commit")
-    assert any("'sending'" in sql for sql in statements[relaxed_at:reset_at])
+    sqls = [sql for sql, _params in statements]
+    relaxed_at = sqls.index("SET synchronous_commit = off")
+    reset_at = sqls.index("RESET synchronous_commit")
+    marks = {params[0] for sql, params in statements[relaxed_at:reset_at]
+             if sql.startswith('UPDATE "nurturing_delivery" SET "status"')}
+    assert {"sending", "sent"} <= marks
     assert len(smtp_server.sink.messages) == 2
     assert Delivery.objects.filter(status="sent", recorded=True).count() == 2
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
+
+
+class WorkerDies(BaseException):
+    """Stands for a SIGKILL: nothing after it runs in the dispatcher's except clauses."""
+
+
+def dying_backend(server, *, after):
+    """The pipelining backend, killed after ``after`` messages of a group reached the server."""
+    from nurturing.mail import EmailBackend
+
+    class Dying(EmailBackend):
+        def send_each(self, email_messages):
+            if len(server.sink.messages) + len(email_messages) > after:
+                super().send_each(email_messages[:after - len(server.sink.messages)])
+                raise WorkerDies
+            return super().send_each(email_messages)
+
+    return Dying(host="127.0.0.1", port=server.port, username="", password="", use_tls=False, use_ssl=False,
+                 timeout=10)
+
+
+@pytest.mark.parametrize("group", [1, 20])
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_dying_mid_group_leaves_at_most_one_group_uncertain_and_sends_nothing_twice(
+        group, settings, make_disqualified):
+    from .smtp import SmtpServer
+
+    settings.FUNIL_NURTURE_SENDING_GROUP = group
+    seq = sequence()
+    total = 60
+    enroll(seq, *[make_disqualified(email=f"g{n}@cliente.com.br") for n in range(total)])
+    with SmtpServer(pipelining=True) as server:
+        with pytest.raises(WorkerDies):
+            dispatch.dispatch_due(now=timezone.now(), batch_size=50, connection=dying_backend(server, after=27))
+        assert len(server.sink.messages) == 27
+        sending = Delivery.objects.filter(status="sending")
+        # Only the group being sent is 'sending'; the groups before it were written 'sent'.
+        assert sending.count() == sending_count(group)
+        assert Delivery.objects.filter(status="sent").count() == 27 // group * group
+
+        services.deliveries_sweep_stale(older_than=timedelta(0))
+        dispatch.dispatch_due(now=timezone.now(), connection=dispatch_backend(server))
+
+        recipients = [to for tos, _ in server.sink.messages for to in tos]
+        assert len(recipients) == len(set(recipients)), "a message was sent twice"
+        uncertain = Delivery.objects.filter(status="uncertain")
+        assert uncertain.count() == sending_count(group)
+        assert Delivery.objects.filter(status="sent").count() == total - uncertain.count()
+        # The uncertain ones that reached the server are known by their Message-ID.
+        received = {message["Message-ID"] for _, message in server.sink.messages}
+        assert set(Delivery.objects.filter(status="sent").values_list("message_id", flat=True)) <= received
+        assert len(received) == Delivery.objects.filter(status="sent").count() + \
+            uncertain.filter(message_id__in=received).count()
+
+
+def sending_count(group):
+    return min(group, 50 - 27 // group * group)
+
+
+def dispatch_backend(server):
+    from nurturing.mail import EmailBackend
+
+    return EmailBackend(host="127.0.0.1", port=server.port, username="", password="", use_tls=False,
+                        use_ssl=False, timeout=10)
+
+
+def test_a_group_is_marked_sending_in_one_statement_and_its_answers_in_the_next_commit(
+        smtp_server, settings, make_disqualified):
+    from django.db import connection
+
+    settings.FUNIL_NURTURE_SENDING_GROUP = 20
+    enroll(sequence(), *[make_disqualified() for _ in range(45)])
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "nurturing_delivery" SET "status"'):
+            statements.append(params[0])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert dispatch.dispatch_due(now=timezone.now()).sent == 45
+
+    assert statements.count("sending") == 3  # groups of 20, 20 and 5
+    assert statements.count("sent") == 3
+    assert len(smtp_server.sink.messages) == 45

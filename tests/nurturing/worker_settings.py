@@ -5,6 +5,8 @@ from config.settings.test import *  # noqa: F403
 from config.settings.test import env
 
 vars().update(env.email_url("FUNIL_TEST_EMAIL_URL"))
+EMAIL_BACKEND = "nurturing.mail.EmailBackend"
+FUNIL_NURTURE_SENDING_GROUP = env.int("FUNIL_NURTURE_SENDING_GROUP", default=20)
 EMAIL_TIMEOUT = 10
 FUNIL_BASE_URL = "https://funil.example.com"
 DEFAULT_FROM_EMAIL = "Paletes Exemplo <news@paletes.example>"
