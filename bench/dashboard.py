@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import figure  # noqa: E402
 from bench._server import bench_env, machine, manage, recreate_database  # noqa: E402
 
 MILLION = 1_000_000
@@ -234,6 +235,12 @@ def main():
     print()
     print(f"ratio baseline (f) / dashboard (b), which computes far more: {baseline_s / full:.1f}x")
     print(f"figures agree with the Python baseline: {'yes' if agree else 'NO'}")
+    for label, best, _median, _warm, _size in results:
+        is_full = label.startswith("(b)")
+        figure(f"dashboard: {label[4:]}, {n:,} leads, computed (best of 3)", f"{best:.2f} s",
+               baseline=f"funnel + 2 medians in Python {baseline_s:.2f} s" if is_full else "",
+               ratio=f"{baseline_s / best:.1f}x" if is_full else "",
+               target=f"<= {TARGET_S:.0f} s", met=None if args.quick else best <= TARGET_S)
     if args.quick:
         print("quick run: no target check")
         return

@@ -41,6 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import figure  # noqa: E402
 from bench._server import PYTHON, ROOT, bench_env, free_port, machine, manage, recreate_database  # noqa: E402
 
 TARGET_RATE = 400
@@ -329,6 +330,10 @@ def main():
               f"{rate / noop_rate:.2f}x the no-op rate, duplicates {duplicates}"
               + ("" if args.quick else f", target {'met' if rate >= TARGET_RATE else 'NOT met'}"))
         print(f"  CPU per message: worker {cpu_ms[0]} ms, sink {cpu_ms[1]} ms")
+        figure(f"dispatch: {label}, {n:,} deliveries", f"{rate:.0f} msg/s, {duplicates} duplicated",
+               baseline=f"no-op tasks {noop_rate:.0f}/s", ratio=f"{rate / noop_rate:.2f}",
+               target=f">= {TARGET_RATE} msg/s, 0 duplicated",
+               met=None if args.quick else rate >= TARGET_RATE and duplicates == 0 and received == n)
         ok = ok and duplicates == 0 and sent == n and received == n
     print(f"target: >= {TARGET_RATE} messages/s, duplicates 0")
     if not args.quick:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import figure  # noqa: E402
 from bench._server import ROOT, Gunicorn, bench_env, machine, manage, recreate_database  # noqa: E402
 
 TARGET_RATE = 500
@@ -130,6 +131,12 @@ def main():
     ]
     for label, ok in checks:
         print(f"target {label}: {'met' if ok else 'NOT met'}")
+    applies = None if args.quick else True
+    figure("ingest: submissions/s (p99)", f"{ours['rate']:.0f}/s ({ours['p99_us'] / 1000:.0f} ms)",
+           baseline=f"bare DRF insert {bare['rate']:.0f}/s ({bare['p99_us'] / 1000:.0f} ms)", ratio=f"{ratio:.2f}",
+           target=f">= {TARGET_RATE}/s, p99 <= {TARGET_P99_MS} ms, ratio >= {TARGET_RATIO}",
+           met=applies and all(ok for _label, ok in checks[:3]))
+    figure("ingest: submissions lost", stored - processed, target="0", met=checks[4][1])
     # Nothing lost and every answer a 202 hold at any size; the speed targets only at full size.
     must = checks[3:] if args.quick else checks
     return 0 if all(ok for _label, ok in must) else 1

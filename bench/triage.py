@@ -41,6 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import figure  # noqa: E402
 from bench._server import bench_env, machine, manage, recreate_database  # noqa: E402
 
 MILLION = 1_000_000
@@ -293,6 +294,16 @@ def main():
     keyset, offset = results["(4) deep page, keyset"], results["(6) baseline: deep page, OFFSET"]
     print(f"\nratio OFFSET / keyset at depth: p50 {statistics.median(offset) / statistics.median(keyset):.1f}x, "
           f"p95 {percentile(offset, 0.95) / percentile(keyset, 0.95):.1f}x")
+    for label, durations in results.items():
+        if label.startswith("(6)"):
+            continue
+        p95 = percentile(durations, 0.95)
+        baseline = ratio = ""
+        if label.startswith("(4)"):
+            baseline = f"OFFSET p95 {percentile(offset, 0.95):.0f} ms"
+            ratio = f"{percentile(offset, 0.95) / p95:.1f}x faster"
+        figure(f"triage: {label[4:]} p95, {n:,} leads", f"{p95:.0f} ms", baseline=baseline, ratio=ratio,
+               target=f"<= {TARGET_P95_MS} ms", met=None if args.quick else p95 <= TARGET_P95_MS)
     if args.quick:
         print("--quick: targets not checked")
         return
