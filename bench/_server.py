@@ -77,11 +77,15 @@ def free_port():
 
 
 class Gunicorn:
-    def __init__(self, env, workers=2, extra_args=()):
+    """gunicorn as the Docker image runs it: ``workers`` processes of ``threads`` threads
+    each (gthread when threads > 1; 1 = sync workers)."""
+
+    def __init__(self, env, workers=2, threads=4, extra_args=()):
         self.env = env
         self.port = free_port()
         self.workers = workers
-        self.extra_args = list(extra_args)
+        threading = ["--worker-class", "gthread", "--threads", str(threads)] if threads > 1 else []
+        self.extra_args = threading + list(extra_args)
         self.process = None
 
     def __enter__(self):

@@ -92,9 +92,9 @@ def main():
     subprocess.run(["redis-cli", "-u", args.redis_url, "FLUSHDB"], capture_output=True, check=False)
 
     results = {}
-    extra = ["--worker-class", "gthread", "--threads", str(args.gunicorn_threads)] if args.gunicorn_threads > 1 else []
-    print(f"gunicorn: {args.workers} workers" + (f" x {args.gunicorn_threads} threads" if extra else " (sync)"))
-    with Gunicorn(env, workers=args.workers, extra_args=extra) as server:
+    threads = f" x {args.gunicorn_threads} threads" if args.gunicorn_threads > 1 else " (sync)"
+    print(f"gunicorn: {args.workers} workers{threads}")
+    with Gunicorn(env, workers=args.workers, threads=args.gunicorn_threads) as server:
         targets = {
             "funil": f"{server.url}/api/v1/forms/bench/submissions/",
             "bare": f"{server.url}/bench/bare/",

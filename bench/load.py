@@ -217,7 +217,7 @@ def main():
     spans = {"before": started - first, "during": (finished or last) - started, "after": last - (finished or last)}
     five_xx = sum(count for by in statuses.values() for status, count in by.items() if status.startswith("5"))
 
-    lines = [f"Machine: {machine()}. {leads:,} leads; {seconds} s of load; gunicorn 3 workers, one Celery "
+    lines = [f"Machine: {machine()}. {leads:,} leads; {seconds} s of load; gunicorn 2 workers x 4 threads, one Celery "
              f"worker (concurrency 2) and beat, PostgreSQL and Redis on the same machine. The rescoring job "
              f"(#{job_id}, {job_status}) of all {seen:,} leads ran for {finished - started:.1f} s.", "",
              "| phase | request | count | per s | p50 ms | p95 ms | p99 ms |",
