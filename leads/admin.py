@@ -25,6 +25,20 @@ from .models import (
 )
 
 
+class _ForgetsCaptureCache:
+    """For models the capture path caches per process for a few seconds
+    (leads/hotcache.py): this process sees an admin change at once, the others within
+    that bound."""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        hotcache.forget_all()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        hotcache.forget_all()
+
+
 @admin.register(Source)
 class SourceAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "channel", "active"]
@@ -57,7 +71,7 @@ class ReasonAdmin(admin.ModelAdmin):
 
 
 @admin.register(Form)
-class FormAdmin(admin.ModelAdmin):
+class FormAdmin(_ForgetsCaptureCache, admin.ModelAdmin):
     list_display = ["name", "slug", "source", "consent_required", "active", "created_at"]
     list_filter = ["active", "source", "consent_required"]
     search_fields = ["name", "slug"]
@@ -86,16 +100,6 @@ class FormAdmin(admin.ModelAdmin):
             _("Paste this into the landing page. The form works with JavaScript off; the script is optional."),
             embed.snippet(obj),
         )
-
-    # The capture path caches these per process for a few seconds (leads/hotcache.py):
-    # this process sees the change at once, the others within that bound.
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        hotcache.forget_all()
-
-    def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        hotcache.forget_all()
 
 
 @admin.register(Submission)
@@ -466,7 +470,7 @@ class AuditLogAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(_ForgetsCaptureCache, admin.ModelAdmin):
     list_display = ["name", "url", "active", "paused_at", "consecutive_failures", "owner"]
     list_filter = ["active"]
     search_fields = ["name", "url"]
@@ -480,16 +484,6 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
         retried = sum(webhooks.webhook_endpoint_resume(endpoint=endpoint) for endpoint in queryset)
         self.message_user(request, _("%(count)s deliveries will be retried.") % {"count": retried})
-
-    # The capture path caches these per process for a few seconds (leads/hotcache.py):
-    # this process sees the change at once, the others within that bound.
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        hotcache.forget_all()
-
-    def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        hotcache.forget_all()
 
 
 @admin.register(WebhookDelivery)

@@ -211,3 +211,14 @@ def chromium():
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
+
+@pytest.fixture
+def receiver(settings):
+    """A real HTTP server on a free local port that records what webhooks post to it
+    (tests/leads/test_webhooks.py, tests/scoring/test_rescore_webhooks.py)."""
+    from tests.leads.test_webhooks import Receiver
+
+    settings.FUNIL_WEBHOOKS_ALLOW_HTTP_LOCALHOST = True
+    server = Receiver()
+    yield server
+    server.close()

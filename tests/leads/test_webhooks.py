@@ -49,14 +49,6 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver(settings):
-    settings.FUNIL_WEBHOOKS_ALLOW_HTTP_LOCALHOST = True
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def endpoint(receiver):
     owner = UserFactory(username="mkt", email="mkt@example.com")
     return WebhookEndpoint.objects.create(name="CRM", url=receiver.url, secret=SECRET, owner=owner,

@@ -15,19 +15,11 @@ from scoring import services
 from scoring.models import RescoreJob
 
 from ..factories import FormFactory, LeadFactory, ReasonFactory, SourceFactory
-from ..leads.test_webhooks import SECRET, Receiver
+from ..leads.test_webhooks import SECRET
 from .factories import pallet_ruleset
 from .test_rescore import PEOPLE
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.FUNIL_WEBHOOKS_ALLOW_HTTP_LOCALHOST = True
-    server = Receiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture
