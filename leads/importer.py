@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
@@ -1154,6 +1154,17 @@ def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_ove
             batch_size=batch_size, file_name=job.file_name, start_after_line=job.last_line, on_batch=on_batch,
             csv_file=CsvFile(job.path, encoding=job.encoding or None, delimiter=job.delimiter or None),
         )
+    except (OperationalError, InterfaceError):
+        # The database went away or aborted a batch to settle a conflict with another
+        # writer: the job is interrupted, not wrong. Pending again, it is queued by the
+        # sweep after its grace and resumes after its last committed line.
+        logger.exception("Import job %s was interrupted; the sweep resumes it", job_id)
+        try:
+            ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING, worker=worker[:255]).update(
+                status=ImportJob.Status.PENDING, heartbeat_at=timezone.now(), worker="")
+        except DatabaseError:
+            logger.warning("Could not hand import job %s back; the sweep finds its stale heartbeat", job_id)
+        raise
     except Exception as exc:
         logger.exception("Import job %s failed", job_id)
         ImportJob.objects.filter(pk=job_id).update(

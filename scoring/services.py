@@ -3,13 +3,14 @@ rescoring of every lead (compiled SQL) when the rules change or on schedule."""
 
 import json
 import logging
+import random
 import threading
 import time
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
@@ -397,6 +398,18 @@ def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
             raise ClaimLost(job.pk)
     except ClaimLost:
         logger.warning("Rescoring job %s was taken back by the sweep; its new run finishes it", job_id)
+    except (OperationalError, InterfaceError):
+        # The database went away, or kept aborting a chunk to break conflicts with other
+        # writers: the job is interrupted, not wrong. It goes back to pending for the sweep
+        # to resume after its last committed chunk (if even that write fails, its heartbeat
+        # goes stale and the sweep takes it back all the same).
+        logger.exception("Rescoring job %s was interrupted; the sweep resumes it", job_id)
+        try:
+            RescoreJob.objects.filter(pk=job.pk, worker=claim, status=RescoreJob.Status.RUNNING).update(
+                status=RescoreJob.Status.PENDING, worker="")
+        except DatabaseError:
+            logger.warning("Could not hand rescoring job %s back; the sweep finds its stale heartbeat", job_id)
+        raise
     except Exception as exc:
         logger.exception("Rescoring job %s failed", job_id)
         RescoreJob.objects.filter(pk=job.pk).update(status=RescoreJob.Status.FAILED, error=str(exc)[:5000])
@@ -471,7 +484,35 @@ class ClaimLost(ChunkAbandoned):
     it back (the run looked dead) and another run resumed it."""
 
 
+# SQLSTATEs of a transaction the database aborted to settle a conflict with another
+# writer of the same leads (a capture, a rep, a requalification running beside an
+# activation): deadlock detected, serialization failure, lock not available. Nothing of
+# the chunk was kept, so it is simply read and written again.
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+CHUNK_ATTEMPTS = 5
+
+
+def _is_conflict(exc):
+    return getattr(exc.__cause__, "pgcode", None) in CONFLICT_SQLSTATES
+
+
 def _rescore_chunk_commit(work, start, end, *, after, turn):
+    """Rescore the leads with ids in (start, end] (see ``_rescore_chunk_commit_once``),
+    again after a pause when the database aborted the chunk's transaction to break a
+    conflict with another writer; after ``CHUNK_ATTEMPTS`` the error goes up."""
+    for attempt in range(1, CHUNK_ATTEMPTS + 1):
+        try:
+            return _rescore_chunk_commit_once(work, start, end, after=after, turn=turn)
+        except OperationalError as exc:
+            if not _is_conflict(exc) or attempt == CHUNK_ATTEMPTS:
+                raise
+            logger.info("Rescoring chunk (%s, %s] of job %s conflicted with another writer (%s); again",
+                        start, end, work.job.pk, exc.__cause__.pgcode)
+            # Jittered, growing: the other writer finishes, the two do not collide again in step.
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
+
+
+def _rescore_chunk_commit_once(work, start, end, *, after, turn):
     """Rescore the leads with ids in (start, end]: read which of them change (no
     transaction, no lock), then write those and the job's progress in one transaction,
     committed only once the previous chunk (``after``) has. A chunk that changes

@@ -217,3 +217,66 @@ def test_the_import_pages_speak_portuguese_to_a_pt_br_browser(client, marketer, 
     job = ImportJob.objects.get()
     page = client.get(f"/admin/leads/importjob/{job.pk}/mapping/", HTTP_ACCEPT_LANGUAGE="pt-br").content.decode()
     assert "(ignorar esta coluna)" in page and "Iniciar a importação" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_the_database_interrupts_goes_back_to_pending_and_the_sweep_resumes_it(
+        form, tmp_path, queued, require_postgres):
+    """The server ends the import's connection mid-batch (here: its backend, waiting for
+    a lead another writer holds, is terminated): the job is not failed; it is pending,
+    the sweep queues it after the grace, and the next run completes it."""
+    import threading
+
+    import psycopg2
+    from django.db import OperationalError, connection
+
+    from ..factories import LeadFactory
+
+    held = LeadFactory(email="p3@x.com.br")
+    path = tmp_path / "lista.csv"
+    path.write_text("email;nome\n" + "".join(f"p{i}@x.com.br;P{i}\n" for i in range(6)), encoding="utf-8")
+    job = ImportJob.objects.create(
+        form=form, file_name="lista.csv", path=str(path), header=["email", "nome"], columns=["email", "name"],
+        status="pending", bytes_total=path.stat().st_size,
+    )
+    errors = []
+
+    def run():
+        from django.db import connection as own
+
+        try:
+            importer.import_job_run(job_id=job.pk, worker="first")
+        except OperationalError as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    other = psycopg2.connect(**connection.get_connection_params())
+    other.autocommit = True
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [held.pk])
+            runner = threading.Thread(target=run)
+            runner.start()
+            terminated = False
+            for _ in range(200):
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute("SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+                if (row := cursor.fetchone()):
+                    cursor.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+                    terminated = True
+                    break
+                time.sleep(0.05)
+            cursor.execute("ROLLBACK")
+        runner.join(timeout=60)
+    finally:
+        other.close()
+    assert terminated and errors
+    job.refresh_from_db()
+    assert (job.status, job.worker, job.rows_done) == ("pending", "", 0)
+    later = timezone.now() + timedelta(seconds=importer.PENDING_GRACE_SECONDS + 1)
+    assert importer.import_jobs_sweep(now=later) == [job.pk]
+    job = importer.import_job_run(job_id=job.pk, worker="second", take_over_stalled=True)
+    assert (job.status, job.rows_done, job.created_count, job.updated_count) == ("done", 6, 5, 1)
+    assert Lead.objects.count() == 6

@@ -273,3 +273,105 @@ def test_on_postgresql_a_lead_changed_between_the_read_and_the_write_is_scored_f
     assert job.leads_changed == len(PEOPLE)
     event = target.events.get(kind=LeadEvent.Kind.STATUS_CHANGED)
     assert (event.from_status, event.to_status) == (LeadStatus.NEW, LeadStatus.OUT_OF_FOCUS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_chunk_the_database_aborts_to_break_a_deadlock_runs_again_and_the_job_completes(
+        require_postgres, caplog):
+    """Another writer holds the last lead and then wants the first, which the chunk's
+    UPDATE already holds: PostgreSQL aborts the chunk (it waited first), the chunk runs
+    again once the other writer is done, and the job ends complete, each move once."""
+    import logging
+    import threading
+
+    import psycopg2
+
+    caplog.set_level(logging.INFO, logger="scoring.services")
+    leads = make_leads()
+    first, last = leads[0].pk, leads[-1].pk
+    ruleset = pallet_ruleset()
+    job = services.ruleset_activate(ruleset=ruleset)
+    other = psycopg2.connect(**connection.get_connection_params())
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SET deadlock_timeout = '30s'")  # so the chunk, not this writer, is the one aborted
+            cursor.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [last])
+            result = {}
+            runner = threading.Thread(target=lambda: result.update(
+                job=services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1)))
+            runner.start()
+            waiting = None
+            for _ in range(200):  # the chunk's UPDATE waits for the last lead's row
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # a fresh view, inside this transaction
+                cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+                if (waiting := cursor.fetchone()[0]):
+                    break
+                threading.Event().wait(0.05)
+            assert waiting
+            # Wants the first lead, which the chunk holds: a deadlock the chunk loses.
+            cursor.execute("UPDATE leads_lead SET updated_at = now() WHERE id = %s", [first])
+        other.commit()
+        runner.join(timeout=60)
+    finally:
+        other.close()
+    done = result["job"]
+    assert any("conflicted with another writer (40P01)" in message for message in caplog.messages)
+    assert (done.status, done.leads_seen, done.leads_changed) == (RescoreJob.Status.DONE, len(leads), len(leads))
+    rules = services.ruleset_to_engine(ruleset)
+    for lead in Lead.objects.select_related("reason"):
+        verdict = services.lead_evaluate(lead=lead, rules=rules, now=timezone.now())
+        assert (lead.status, lead.score, lead.temperature) == (verdict.status, verdict.score, verdict.temperature)
+    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED, data__job=job.pk).count() == len(leads)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_job_the_database_interrupts_goes_back_to_pending_for_the_sweep(require_postgres):
+    """Not a conflict but the server going away (here: the chunk's backend terminated):
+    the job is not failed; it waits, pending, for the sweep to resume it after its last
+    committed chunk, and the resumed run completes it."""
+    import threading
+
+    import psycopg2
+    from django.db import OperationalError
+
+    leads = make_leads()
+    ruleset = pallet_ruleset()
+    job = services.ruleset_activate(ruleset=ruleset)
+    other = psycopg2.connect(**connection.get_connection_params())
+    other.autocommit = True
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [leads[-1].pk])
+            errors = []
+
+            def run():
+                try:
+                    services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1)
+                except OperationalError as exc:
+                    errors.append(exc)
+                finally:
+                    from django.db import connection as own
+
+                    own.close()
+
+            runner = threading.Thread(target=run)
+            runner.start()
+            for _ in range(200):
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute("SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+                if (row := cursor.fetchone()):
+                    cursor.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+                    break
+                threading.Event().wait(0.05)
+            cursor.execute("ROLLBACK")
+        runner.join(timeout=60)
+    finally:
+        other.close()
+    assert errors
+    job.refresh_from_db()
+    assert (job.status, job.worker, job.leads_seen) == (RescoreJob.Status.PENDING, "", 0)
+    resumed = services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1)
+    assert (resumed.status, resumed.leads_seen, resumed.leads_changed) == (RescoreJob.Status.DONE, len(leads),
+                                                                         len(leads))
