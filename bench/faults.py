@@ -433,6 +433,7 @@ def scenario_worker(args):
               (SELECT leads_seen FROM scoring_rescorejob WHERE id = {job_id}),
               (SELECT leads_changed FROM scoring_rescorejob WHERE id = {job_id}),
               (SELECT count(*) FROM leads_lead),
+              (SELECT status || ' ' || left(error, 300) FROM scoring_rescorejob WHERE id = {job_id}),
               (SELECT count(*) FROM (SELECT lead_id FROM leads_leadevent
                  WHERE kind IN ('scored', 'status_changed') AND (data->>'job')::int = {job_id}
                  GROUP BY lead_id, kind HAVING count(*) > 1) twice)
@@ -452,10 +453,11 @@ for lead in sample:
 print("WRONG", wrong)
 """)
         wrong = int([line for line in verify.splitlines() if line.startswith("WRONG")][-1].split()[1])
-    result = {"leads": leads, "kills": kills, "job_done": bool(done), "leads_seen": checks[0],
-              "leads_changed": checks[1], "leads_total": checks[2], "leads_with_a_duplicate_event": checks[3],
+    result = {"leads": leads, "kills": kills, "job_done": bool(done), "job_status": checks[3],
+              "leads_seen": checks[0], "leads_changed": checks[1], "leads_total": checks[2],
+              "leads_with_a_duplicate_event": checks[4],
               "sample_checked": 2000, "sample_wrong": wrong}
-    ok = bool(done) and checks[0] == checks[2] and checks[3] == 0 and wrong == 0 and kills > 0
+    ok = bool(done) and checks[0] == checks[2] and checks[4] == 0 and wrong == 0 and kills > 0
     return result, ok
 
 
