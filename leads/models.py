@@ -784,3 +784,32 @@ class LeadRuleMatches(models.Model):
 
     def __str__(self):
         return f"{self.lead_id} · {self.mask:b}"
+
+
+class RuleMatchDay(models.Model):
+    """The rule matches summed per day of capture (local time) and rule, with the
+    outcomes of those leads, as of ``computed_at``: rebuilt after each refresh of the
+    rule matches (``leads.reports.rule_match_days_rebuild``), so the dashboard's rule
+    effectiveness over a million leads adds up a few thousand rows instead of joining
+    every lead with its matches. ``rule_index`` -1 holds the day's leads that have
+    matches at all (the coverage)."""
+
+    ruleset = models.ForeignKey("scoring.Ruleset", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    rule_index = models.SmallIntegerField()
+    leads = models.IntegerField(default=0)
+    qualified = models.IntegerField(default=0)
+    converted = models.IntegerField(default=0)
+    good_fit = models.IntegerField(default=0)
+    bad_fit = models.IntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("rule matches of a day")
+        verbose_name_plural = _("rule matches per day")
+        constraints = [
+            models.UniqueConstraint(fields=["ruleset", "day", "rule_index"], name="rule_match_day_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.day} · {self.rule_index}: {self.leads}"

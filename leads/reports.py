@@ -50,7 +50,7 @@ from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 
-from .models import Form, Lead, LeadEvent, LeadStatus, Reason, Source, SpendRecord
+from .models import Form, Lead, LeadEvent, LeadStatus, Reason, RuleMatchDay, Source, SpendRecord
 
 BREAKDOWNS = {
     "": _("None"),
@@ -312,31 +312,90 @@ def _labels(dimension, keys):
     return {key: key for key in keys}
 
 
+class Breakdown(list):
+    """The rows of a breakdown; ``total_times``: the whole cohort's times when the pass
+    that timed the groups gave them too (else None)."""
+
+    total_times = None
+
+
+_TIME_NAMES = ("qualify_mean", "qualify_median", "touch_mean", "touch_median")
+
+
+def _group_times_postgresql(leads, column, top):
+    """The times of each group in ``top`` (keys), of the other groups together, and of
+    the whole cohort, in one pass over its qualified leads: GROUP BY GROUPING SETS.
+    Returns ({key: times}, times of the others, times of all)."""
+    keys = [key for key in top if key is not None]
+    in_top = Q(**{f"{column}__in": keys}) if keys else Q(pk__in=[])
+    if None in top:
+        in_top |= Q(**{f"{column}__isnull": True})
+    rows = (leads.filter(qualified_at__isnull=False)
+            .annotate(r_other=Case(When(in_top, then=Value(False)), default=Value(True), output_field=BooleanField()),
+                      r_qualify=_when(QUALIFY_TIMED, TO_QUALIFY), r_touch=_when(TOUCHED, TO_TOUCH))
+            .annotate(r_key=Case(When(r_other=False, then=F(column)), default=Value(None)))
+            .values_list("r_key", "r_other", "r_qualify", "r_touch"))
+    inner, params = rows.query.sql_with_params()
+    statement = (
+        "SELECT GROUPING(t.r_key, t.r_other), t.r_key, t.r_other, AVG(t.r_qualify), "
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY t.r_qualify), AVG(t.r_touch), "
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY t.r_touch) "
+        f"FROM ({inner}) t(r_key, r_other, r_qualify, r_touch) GROUP BY GROUPING SETS ((t.r_key, t.r_other), ())"
+    )
+    by_key, other, total = {}, dict.fromkeys(_TIME_NAMES), dict.fromkeys(_TIME_NAMES)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        for grouping, key, is_other, *values in cursor.fetchall():
+            times = dict(zip(_TIME_NAMES, values, strict=True))
+            if grouping:
+                total = times
+            elif is_other:
+                other = times
+            else:
+                by_key[key] = times
+    return by_key, other, total
+
+
 def breakdown(leads, dimension, period):
-    """One Row per group of ``dimension`` (the largest MAX_GROUPS, then 'Other')."""
+    """One Row per group of ``dimension`` (the largest MAX_GROUPS, then 'Other'), as a
+    ``Breakdown``: on PostgreSQL its ``total_times`` are the cohort's, from the same pass."""
     column = _GROUP_COLUMN[dimension]
-    # Two passes: the counts hashed by group over every lead, then the times (whose medians
-    # need their rows sorted by group) over the qualified leads only.
+    # The counts hashed by group over every lead, then the times (whose medians need
+    # their rows sorted by group) over the qualified leads only: on PostgreSQL one pass
+    # for the top groups, the others and the whole cohort.
     counts = {name: aggregate for name, aggregate in funnel_aggregates().items() if name not in _time_aggregates()}
     rows = list(leads.values(column).annotate(**counts).order_by("-captured", column))
-    timed = {row.pop(column): row for row in
-             leads.filter(qualified_at__isnull=False).values(column).annotate(**_time_aggregates()).order_by()}
+    other_times = None
+    if connection.vendor == "postgresql":
+        timed, other_times, total_times = _group_times_postgresql(leads, column,
+                                                                  [row[column] for row in rows[:MAX_GROUPS]])
+    else:
+        total_times = None
+        timed = {row.pop(column): row for row in
+                 leads.filter(qualified_at__isnull=False).values(column).annotate(**_time_aggregates()).order_by()}
     for row in rows:
         row.update(timed.get(row[column], {}))
     spend = spend_by(dimension, period)
     labels = _labels(dimension, [row[column] for row in rows])
     empty = {"source": _("No source"), "form": _("No form"), "utm_campaign": _("No campaign"),
              "interest": _("No interest given"), "rep": _("Unassigned")}[dimension]
-    result = []
+    result = Breakdown()
+    result.total_times = total_times
     for row in rows[:MAX_GROUPS]:
         key = row.pop(column)
         label = labels.get(key) or str(empty)
         result.append(_row(key, str(label), row, spend=None if spend is None else spend.get(key, Decimal("0"))))
     if len(rows) > MAX_GROUPS:
-        rest = leads.exclude(**{f"{column}__in": [r.key for r in result if r.key is not None]})
-        if any(r.key is None for r in result):
-            rest = rest.exclude(**{f"{column}__isnull": True})
-        result.append(_row("", str(_("Other")), rest.aggregate(**funnel_aggregates())))
+        if other_times is not None:
+            # The counts of the others are sums of their groups'; their times came with the top's.
+            rest = {name: sum(row[name] or 0 for row in rows[MAX_GROUPS:]) for name in counts}
+            rest.update(other_times)
+        else:
+            others = leads.exclude(**{f"{column}__in": [r.key for r in result if r.key is not None]})
+            if any(r.key is None for r in result):
+                others = others.exclude(**{f"{column}__isnull": True})
+            rest = others.aggregate(**funnel_aggregates())
+        result.append(_row("", str(_("Other")), rest))
     return result
 
 
@@ -418,10 +477,12 @@ def times(leads):
     return leads.filter(qualified_at__isnull=False).aggregate(**_time_aggregates())
 
 
-def funnel(leads, period, counts=None):
-    """The cohort's funnel as one Row (``counts``: its ``tally``, when already computed)."""
+def funnel(leads, period, counts=None, cohort_times=None):
+    """The cohort's funnel as one Row (``counts``: its ``tally``, ``cohort_times``: its
+    ``times``, when already computed)."""
     counts = tally(leads, period) if counts is None else counts
-    return _row(None, str(_("All leads")), {**counts.total, **times(leads)}, spend=spend_total(period))
+    cohort_times = times(leads) if cohort_times is None else cohort_times
+    return _row(None, str(_("All leads")), {**counts.total, **cohort_times}, spend=spend_total(period))
 
 
 @dataclass
@@ -545,18 +606,108 @@ def rule_matches_refresh(*, chunk_size=20000, now=None, limit=None):
             cursor.execute(statement, [ruleset.pk, stamp, *params])
         done += len(ids)
         after = ids[-1]
+    if limit is None:
+        # Every stored match is current: sum them per day for the dashboard. Rebuilt on
+        # each run, even one that refreshed nothing, so that a deleted lead or a
+        # status change made without touching the lead's row is counted within a run.
+        rule_match_days_rebuild(now=now)
     return done
 
 
-def rule_effectiveness(leads):
+class _HasBit(Func):
+    """SQL: is bit ``bit`` of the integer ``expression`` set?"""
+
+    template = "(%(expressions)s) <> 0"
+    arg_joiner = " & "
+    output_field = BooleanField()
+    conditional = True
+
+    def __init__(self, expression, bit):
+        super().__init__(expression, Value(1 << bit, output_field=BigIntegerField()))
+
+
+def rule_match_days_rebuild(*, now=None):
+    """Rebuild ``RuleMatchDay`` from the stored rule matches of the active ruleset: per
+    day of capture (in ``settings.TIME_ZONE``) and rule, the leads it matched and how
+    many of them qualified, converted, or were rated good / bad fit, as they are now.
+    One GROUP BY day over the leads and their matches; the rows are replaced in one
+    transaction, so the dashboard reads either the old set or the new. Returns the
+    number of days."""
+    import zoneinfo
+
+    from django.conf import settings
+    from django.db.models.functions import TruncDate
+
+    now = now or timezone.now()
+    ruleset = _active_ruleset()
+    if ruleset is None:
+        RuleMatchDay.objects.all().delete()
+        return 0
+    rules = _report_rules(ruleset)
+    mask = F("rule_matches__mask")
+    outcomes = {"leads": Q(), "qualified": REACHED_QUALIFIED, "converted": CONVERTED, "good_fit": Q(fit="good"),
+                "bad_fit": Q(fit="bad")}
+    aggregates = {f"{name}_all": Count("id", filter=condition) if condition else Count("id")
+                  for name, condition in outcomes.items()}
+    for index in range(len(rules)):
+        for name, condition in outcomes.items():
+            aggregates[f"{name}_{index}"] = Count("id", filter=Q(_HasBit(mask, index)) & condition)
+    day = TruncDate("created_at", tzinfo=zoneinfo.ZoneInfo(settings.TIME_ZONE))
+    rows = (Lead.objects.filter(rule_matches__ruleset=ruleset).annotate(r_day=day).values("r_day")
+            .annotate(**aggregates).order_by())
+    with transaction.atomic():
+        _report_settings()
+        built = []
+        for row in rows:
+            for index in ["all", *range(len(rules))]:
+                counts = {name: row[f"{name}_{index}"] for name in outcomes}
+                if counts["leads"]:
+                    built.append(RuleMatchDay(ruleset=ruleset, day=row["r_day"], rule_index=-1 if index == "all"
+                                              else index, computed_at=now, **counts))
+        RuleMatchDay.objects.all().delete()
+        RuleMatchDay.objects.bulk_create(built, batch_size=5000)
+    return len({row.day for row in built})
+
+
+def _rule_effectiveness_by_day(ruleset, rules, period):
+    """``rule_effectiveness`` of a whole period (no segment) from ``RuleMatchDay``; None
+    when it was not built for this ruleset (or for this time zone's days)."""
+    from django.conf import settings
+
+    if timezone.get_current_timezone_name() != settings.TIME_ZONE:
+        return None
+    stored = RuleMatchDay.objects.filter(ruleset=ruleset)
+    built_at = stored.aggregate(at=Max("computed_at"))["at"]
+    if built_at is None:
+        return None
+    totals = {index: [0, 0, 0, 0, 0] for index in range(-1, len(rules))}
+    sums = (stored.filter(day__gte=period.start, day__lte=period.end, rule_index__lt=len(rules))
+            .values_list("rule_index").annotate(Sum("leads"), Sum("qualified"), Sum("converted"), Sum("good_fit"),
+                                                Sum("bad_fit")).order_by())
+    for index, *counts in sums:
+        totals[index] = [int(count or 0) for count in counts]
+    rows = [RuleRow(rule.pk, rule.name, rule.effect, rule.points, *totals[i]) for i, rule in enumerate(rules)]
+    # The cohort's size is the funnel's (``_dashboard`` fills it in), counted now.
+    return rows, {"covered": totals[-1][0], "cohort": None, "computed_at": built_at, "outcomes_at": built_at}
+
+
+def rule_effectiveness(leads, *, period=None, base=None):
     """For each active rule of the active ruleset: the cohort leads it matched when last
     evaluated (``rule_matches_refresh``), and how many of them qualified, converted, or
-    were rated good / bad fit; plus how many cohort leads have fresh figures. One query
-    over the stored bit masks."""
+    were rated good / bad fit; plus how many cohort leads have fresh figures.
+
+    For a whole period (``period`` given, no segment ``base``) the sums come from
+    ``RuleMatchDay``, rebuilt with the matches, so the outcomes are as of that rebuild
+    (``coverage["outcomes_at"]``); otherwise from one query over the stored bit masks of
+    the cohort's leads, with their outcomes now."""
     ruleset = _active_ruleset()
     if ruleset is None:
         return None, [], {}
     rules = _report_rules(ruleset)
+    if period is not None and base is None:
+        by_day = _rule_effectiveness_by_day(ruleset, rules, period)
+        if by_day is not None:
+            return ruleset, *by_day
     # The database groups the cohort by bit mask (one pass; tens of thousands of distinct
     # masks over a million leads), then those groups by each byte of their mask (a few
     # hundred rows): a rule's figures are the sums over the values of its byte that have
@@ -655,24 +806,28 @@ def dashboard(*, period, breakdown_by="", base=None, concurrent=None):
     background = {}
     if concurrent:
         leads = cohort(period=period, base=base)
-        background["rules"] = _on_another_connection(lambda: rule_effectiveness(leads), name="dashboard-rules")
+        background["rules"] = _on_another_connection(lambda: rule_effectiveness(leads, period=period, base=base),
+                                                     name="dashboard-rules")
         if breakdown_by:
             background["groups"] = _on_another_connection(lambda: breakdown(leads, breakdown_by, period),
                                                           name="dashboard-breakdown")
     try:
         with transaction.atomic():
-            _jit_off()
+            _report_settings()
             return _dashboard(period=period, breakdown_by=breakdown_by, base=base, background=background)
     finally:
         for thread in background.values():
             thread.join()
 
 
-def _jit_off():
+def _report_settings():
     if connection.vendor == "postgresql":
-        # Compiling these wide aggregates with LLVM costs more than running them.
+        # Compiling these wide aggregates with LLVM costs more than running them; and the
+        # dashboard already runs its passes at once on connections of their own, so
+        # parallel workers for each would only fight them for the same cores.
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL jit = off")
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
 class _Background(threading.Thread):
@@ -687,7 +842,7 @@ class _Background(threading.Thread):
     def run(self):
         try:
             with translation.override(self.language), timezone.override(self.timezone), transaction.atomic():
-                _jit_off()
+                _report_settings()
                 self.value = self.work()
         except Exception as exc:  # noqa: BLE001 - re-raised by the caller's thread
             self.error = exc
@@ -712,14 +867,17 @@ def _dashboard(*, period, breakdown_by, base, background):
     months = months_between(period)
     counts = tally(leads, period, months)
     reason_rows = reasons(counts)
-    total = funnel(leads, period, counts)
     requalified = requalification(period=period, base=base)
     if "groups" in background:
         groups = background["groups"].result()
     else:
         groups = breakdown(leads, breakdown_by, period) if breakdown_by else []
+    # With a breakdown, the cohort's times came with the groups' (PostgreSQL).
+    total = funnel(leads, period, counts, cohort_times=getattr(groups, "total_times", None))
     ruleset, rule_rows, coverage = background["rules"].result() if "rules" in background else \
-        rule_effectiveness(leads)
+        rule_effectiveness(leads, period=period, base=base)
+    if coverage and coverage.get("cohort") is None:
+        coverage["cohort"] = total.captured
     return Dashboard(
         period=period, breakdown_by=breakdown_by, total=total, groups=groups, reasons=reason_rows,
         reasons_trend=reasons_trend(counts, reason_rows), months=months, quality=quality_by_source(counts),

@@ -166,6 +166,36 @@ def test_rule_matches_are_refreshed_only_for_new_or_changed_leads(world, manager
     assert data.rules_coverage["covered"] == data.rules_coverage["cohort"] == 7
 
 
+def test_rule_effectiveness_of_a_period_is_summed_from_the_days_and_equals_the_live_count(world):
+    period = world["period"]
+    leads = reports.cohort(period=period)
+    _ruleset, by_day, coverage = reports.rule_effectiveness(leads, period=period)
+    _ruleset, live, live_coverage = reports.rule_effectiveness(leads)
+    assert by_day == live and any(row.matched for row in by_day)
+    assert coverage["covered"] == live_coverage["covered"] == 6
+    assert coverage["outcomes_at"] is not None and "outcomes_at" not in live_coverage
+    # Days outside the period are not summed: a period before every lead matches nothing.
+    empty = reports.Period(start=period.start - timedelta(days=400), end=period.start - timedelta(days=300))
+    _ruleset, none, coverage = reports.rule_effectiveness(reports.cohort(period=empty), period=empty)
+    assert not any(row.matched for row in none) and coverage["covered"] == 0
+
+
+def test_rule_outcomes_summed_by_day_are_those_of_the_last_refresh(world, manager):
+    """A conversion shows in the rule figures once the background refresh has run (the
+    page says as of when); a segment's figures are counted live."""
+    period = world["period"]
+    l4 = Lead.objects.get(email="l4@cliente.com.br")
+    services.lead_change_status(lead=l4, status=LeadStatus.CONVERTED, actor=manager, deal_value=Decimal("700"))
+    deciders = {r.name: r for r in reports.dashboard(period=period).rules}["Decisor"]
+    assert deciders.converted == 1  # as of the fixture's refresh
+    segment = reports.dashboard(period=period, base=Lead.objects.all())
+    assert {r.name: r for r in segment.rules}["Decisor"].converted == 2  # live
+    assert reports.rule_matches_refresh() == 1
+    data = reports.dashboard(period=period)
+    assert {r.name: r for r in data.rules}["Decisor"].converted == 2
+    assert data.rules_coverage["covered"] == data.rules_coverage["cohort"] == 6
+
+
 def test_leads_not_yet_evaluated_are_reported_as_not_covered(world):
     LeadFactory(email="late@cliente.com.br", state="MG", interest="paletes")
     coverage = reports.dashboard(period=world["period"]).rules_coverage
@@ -178,9 +208,9 @@ def test_on_postgresql_rules_and_breakdown_are_computed_meanwhile_on_other_conne
     # Committed data (a transactional test), so that the other connection sees it.
     compute, compute_breakdown, threads = reports.rule_effectiveness, reports.breakdown, []
 
-    def spy(leads):
+    def spy(leads, **kwargs):
         threads.append(threading.current_thread().name)
-        return compute(leads)
+        return compute(leads, **kwargs)
 
     monkeypatch.setattr(reports, "rule_effectiveness", spy)
     data = reports.dashboard(period=world["period"])
@@ -204,7 +234,7 @@ def test_on_postgresql_rules_and_breakdown_are_computed_meanwhile_on_other_conne
     assert sorted(threads[2:]) == ["dashboard-breakdown", "dashboard-rules"]
     assert groups["promo"].captured == 2 and groups["Sem campanha"].captured == 4
 
-    def broken(leads):
+    def broken(leads, **kwargs):
         raise RuntimeError("rules failed")
 
     monkeypatch.setattr(reports, "rule_effectiveness", broken)
@@ -293,3 +323,31 @@ def test_the_page_and_its_csv_share_figures_computed_once_for_five_minutes(clien
     rows = list(csv.reader(io.StringIO(client.get(reverse("insights:dashboard-csv", args=["funnel"]),
                                                   period).content.decode())))
     assert rows[1][1] == "7"
+
+
+def test_a_breakdown_beyond_its_largest_groups_counts_and_times_the_others_together(db):
+    now = timezone.now()
+    t0 = now - timedelta(days=2)
+    period = reports.Period(start=timezone.localdate(now - timedelta(days=5)), end=timezone.localdate(now))
+    for i in range(reports.MAX_GROUPS + 2):
+        # The largest groups have two leads each; the last two groups one each.
+        for j in range(2 if i < reports.MAX_GROUPS else 1):
+            lead = LeadFactory(email=f"g{i}.{j}@x.com.br", interest=f"interesse {i:02}")
+            backdate(lead, created_at=t0, qualified_at=t0 + timedelta(hours=i + 1),
+                     first_touched_at=t0 + timedelta(hours=i + 1 + j))
+    data = reports.dashboard(period=period, breakdown_by="interest")
+    groups = {g.label: g for g in data.groups}
+    assert len(data.groups) == reports.MAX_GROUPS + 1
+    other = groups["Other"]
+    assert (other.captured, other.qualified) == (2, 2)
+    assert other.qualify_median == pytest.approx(26.5 * HOUR, abs=1)  # 26 h and 27 h
+    assert other.qualify_mean == pytest.approx(26.5 * HOUR, abs=1)
+    assert other.touch_median == pytest.approx(0, abs=1)
+    first = groups["interesse 00"]
+    assert (first.captured, first.qualify_median, first.touch_mean) == (2, pytest.approx(HOUR, abs=1),
+                                                                        pytest.approx(HOUR / 2, abs=1))
+    # The cohort's times, whichever pass gave them, are those of every lead.
+    assert data.total.qualify_median == pytest.approx(13.5 * HOUR, abs=1)
+    alone = reports.times(reports.cohort(period=period))
+    assert data.total.qualify_mean == pytest.approx(alone["qualify_mean"])
+    assert data.total.touch_median == pytest.approx(alone["touch_median"])
