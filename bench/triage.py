@@ -186,8 +186,8 @@ def load_leads(connection, n, seed):
         # The loader predates the quality-rating fields; Django gives them no database default.
         cursor.execute("ALTER TABLE leads_lead ALTER COLUMN fit SET DEFAULT '', ALTER COLUMN fit_note SET DEFAULT ''")
         # The trigram indexes are built once after the load, faster than row by row during it.
-        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'leads_lead' "
-                       "AND indexdef LIKE '%%gin_trgm_ops%%'")
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes "
+                       "WHERE tablename IN ('leads_lead', 'leads_leadsearch') AND indexdef LIKE '%%gin_trgm_ops%%'")
         trigram_indexes = cursor.fetchall()
         for name, _definition in trigram_indexes:
             cursor.execute(f'DROP INDEX "{name}"')

@@ -786,6 +786,24 @@ class LeadRuleMatches(models.Model):
         return f"{self.lead_id} · {self.mask:b}"
 
 
+class LeadSearch(models.Model):
+    """What the search reads of a lead (PostgreSQL): the unaccented, upper-cased name,
+    company and email, and the phone, with trigram indexes. Kept by triggers in step
+    with the lead (migration 0016), on a table of its own so that the lead's own writes
+    (a rescoring updates a million of them) never touch those indexes. Unused elsewhere."""
+
+    lead = models.OneToOneField(Lead, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    document = models.TextField()
+    phone = models.TextField()
+
+    class Meta:
+        verbose_name = _("search entry of a lead")
+        verbose_name_plural = _("search entries of leads")
+
+    def __str__(self):
+        return self.document
+
+
 class RuleMatchDay(models.Model):
     """The rule matches summed per day of capture (local time) and rule, with the
     outcomes of those leads, as of ``computed_at``: rebuilt after each refresh of the

@@ -50,12 +50,14 @@ def lead_search(leads, text):
     if not text:
         return leads
     unaccent = unaccent_available()
-    indexed = unaccent and search_index_available()
+    terms = text.split(" ")[:MAX_SEARCH_TERMS]
+    whole_number = _phone_digits(text) if " " in text else ""
+    if unaccent and search_index_available():
+        return _indexed_search(leads, terms, whole_number)
     condition = Q()
-    for term in text.split(" ")[:MAX_SEARCH_TERMS]:
-        condition &= _indexed_term_condition(term) if indexed else _term_condition(term, unaccent)
-    whole_number = _phone_digits(text)
-    if whole_number and " " in text:
+    for term in terms:
+        condition &= _term_condition(term, unaccent)
+    if whole_number:
         condition |= Q(phone__contains=whole_number)
     return leads.filter(condition)
 
@@ -76,38 +78,43 @@ def _term_condition(term, unaccent):
     return condition
 
 
-# The expression of the trigram index of migration 0008, written the same way so the
-# planner recognises it.
-SEARCH_DOCUMENT = (
-    "upper(funil_unaccent({t}.first_name || ' ' || {t}.last_name || ' ' || {t}.company || ' ' "
-    "|| coalesce({t}.email, '')))"
-)
+def _like_pattern(text):
+    """``%text%`` for LIKE, with LIKE's own wildcards in ``text`` taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _indexed_term_condition(term):
-    from django.db.models import TextField
+def _indexed_search(leads, terms, whole_number):
+    """``lead_search`` over ``leads_leadsearch`` (PostgreSQL, migration 0016): every term
+    in the folded document or, for digits, in the phone, each a trigram-indexed LIKE."""
     from django.db.models.expressions import RawSQL
-    from django.db.models.lookups import Contains
 
-    document = RawSQL(SEARCH_DOCUMENT.format(t=connection.ops.quote_name(Lead._meta.db_table)), [],
-                      output_field=TextField())
-    condition = Q(Contains(document, fold(term).upper()))
-    digits = _phone_digits(term)
-    if digits:
-        condition |= Q(phone__contains=digits)
-    return condition
+    clauses, params = [], []
+    for term in terms:
+        clause = "s.document LIKE %s"
+        params.append(_like_pattern(fold(term).upper()))
+        digits = _phone_digits(term)
+        if digits:
+            clause = f"({clause} OR s.phone LIKE %s)"
+            params.append(_like_pattern(digits))
+        clauses.append(clause)
+    where = " AND ".join(clauses)
+    if whole_number:
+        where = f"({where}) OR s.phone LIKE %s"
+        params.append(_like_pattern(whole_number))
+    return leads.filter(id__in=RawSQL(f"SELECT s.lead_id FROM leads_leadsearch s WHERE {where}", params))
 
 
 _INDEX_FOUND = set()
 
 
 def search_index_available():
-    """Is the indexed search of migration 0008 (``funil_unaccent``) in this database?"""
+    """Is the indexed search of migration 0016 (``leads_leadsearch`` and the triggers
+    that fill it) in this database?"""
     name = connection.settings_dict["NAME"]
     if name in _INDEX_FOUND:
         return True
     with connection.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'funil_unaccent')")
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'lead_search_inserted')")
         found = cursor.fetchone()[0]
     if found:
         _INDEX_FOUND.add(name)
