@@ -200,6 +200,7 @@ def load_leads(connection, n, seed):
         for _name, definition in trigram_indexes:
             cursor.execute(definition)
         cursor.execute("VACUUM ANALYZE leads_lead")
+        cursor.execute("VACUUM ANALYZE leads_leadsearch")
         cursor.execute("VACUUM ANALYZE leads_leadevent")
     reps = assign_reps(connection)
     qualified = Lead.objects.filter(status="qualified").count()
