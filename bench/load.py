@@ -196,7 +196,10 @@ def main():
             time.sleep(5)
         # What was due by the end of the load has had a minute to leave (beat's next nudge).
         time.sleep(60)
-        out = manage(env, "shell", "-c", DELIVERIES, capture=True)
+    # Counted once beat and the worker have stopped (a warm shutdown finishes the sends in
+    # hand): counted while they still ran, the sink went on receiving messages the states
+    # read a moment earlier showed as claimed or sending.
+    out = manage(env, "shell", "-c", DELIVERIES, capture=True)
     smtp.stop()
     delivery_states = json.loads([line for line in out.splitlines() if line.startswith("D ")][-1][2:])
     received = sink.count()
