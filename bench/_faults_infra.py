@@ -142,12 +142,21 @@ class Celery:
             self.process.wait(timeout=60)
 
     def stop(self):
+        """A warm shutdown: SIGTERM to the main process only, which lets the pool finish
+        the tasks in hand (a SIGTERM to the whole group would end each child mid-task),
+        then SIGKILL to whatever is left of the group after 60 s."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        if self.process:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
 
     def __enter__(self):
         return self.start()
