@@ -808,7 +808,33 @@ class _BatchImporter:
                                            for row in event_rows])
             Consent.objects.bulk_create([Consent(**dict(zip(CONSENT_COLUMNS, row, strict=True)))
                                          for row in consent_rows])
+        self._webhooks(plan)
         return len(plan.new_leads), plan.updated
+
+    def _webhooks(self, plan):
+        """The outbound webhooks the endpoint would send for these rows: ``lead.created``
+        and the new lead's status, and the status a merged lead moved to; written with
+        the batch, sent after its commit. Nothing to read when no endpoint is active."""
+        from . import webhooks
+
+        if not webhooks.active_endpoints():
+            return
+        new_ids = [lead.pk for lead in plan.new_leads]
+        moved = {}
+        for lead, kind, _from_status, to_status, _reason, _data in plan.events:
+            if kind in (LeadEvent.Kind.STATUS_CHANGED, LeadEvent.Kind.REQUALIFIED) and to_status:
+                moved[lead.pk] = to_status
+        leads = Lead.objects.select_related("source", "form", "reason").in_bulk([*new_ids, *moved])
+        pairs = []
+        for pk in new_ids:
+            pairs.append((leads[pk], "lead.created"))
+            if leads[pk].status in webhooks.STATUS_EVENTS:
+                pairs.append((leads[pk], webhooks.STATUS_EVENTS[leads[pk].status]))
+        new = set(new_ids)
+        for pk, status in moved.items():
+            if pk not in new and status in webhooks.STATUS_EVENTS:
+                pairs.append((leads[pk], webhooks.STATUS_EVENTS[status]))
+        webhooks.webhook_events_record_many(pairs)
 
     def _write_one_by_one(self, valid):
         """The slow, always-correct path: each row through ``services.lead_capture``."""

@@ -146,6 +146,37 @@ def webhook_event_record(*, lead, event):
     return deliveries
 
 
+def webhook_events_record_many(pairs):
+    """``webhook_event_record`` for many ``(lead, event)`` pairs at once (a CSV import's
+    batch): the deliveries of every subscribed active endpoint in one bulk INSERT, in
+    the caller's transaction, sent after commit a few per message (the sweep finds any
+    message that was lost). The leads need their source, form and reason loaded.
+    Returns the number of deliveries written."""
+    from .models import WebhookDelivery
+
+    subscribed = {}
+    for endpoint in active_endpoints():
+        for event in endpoint.events or []:
+            subscribed.setdefault(event, []).append(endpoint)
+    now = timezone.now()
+    deliveries = []
+    for lead, event in pairs:
+        for endpoint in subscribed.get(event, ()):
+            delivery = WebhookDelivery(endpoint=endpoint, event=event, lead=lead, next_attempt_at=now)
+            delivery.body = json.dumps(
+                {"id": str(delivery.public_id), "event": event, "created_at": now, "lead": lead_payload(lead)},
+                cls=DjangoJSONEncoder, ensure_ascii=False, sort_keys=True,
+            )
+            deliveries.append(delivery)
+    if not deliveries:
+        return 0
+    WebhookDelivery.objects.bulk_create(deliveries, batch_size=1000)
+    ids = list(WebhookDelivery.objects.filter(public_id__in=[d.public_id for d in deliveries])
+               .values_list("pk", flat=True))
+    transaction.on_commit(lambda: _enqueue_batches(ids))
+    return len(deliveries)
+
+
 def _enqueue(ids):
     from .tasks import deliver_webhook
 

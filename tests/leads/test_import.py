@@ -309,3 +309,41 @@ def test_the_cleaning_arguments_are_those_of_the_public_endpoint(form):
     from leads.capture import clean_lead_data
 
     assert clean == clean_lead_data(payload, **cleaner.clean_kwargs)
+
+
+def test_an_import_sends_the_webhooks_the_endpoint_would_send(tmp_path, form):
+    """lead.created for each new lead, and the status the rules gave it; a person who
+    was already a lead is not created again, but the status the rules move it to is
+    sent. Written with the batch, one delivery per subscribed active endpoint, each
+    payload the lead as stored."""
+    import json
+
+    from leads import webhooks
+    from leads.models import WebhookDelivery, WebhookEndpoint
+    from scoring import services as scoring_services
+
+    from ..factories import UserFactory
+    from ..scoring.factories import pallet_ruleset
+
+    scoring_services.rescore_job_run(job_id=scoring_services.ruleset_activate(ruleset=pallet_ruleset()).pk)
+    LeadFactory(email="ja@cliente.com.br", first_name="Já")
+    owner = UserFactory(username="mkt", email="mkt@example.com")
+    WebhookEndpoint.objects.create(name="CRM", url="https://crm.example.com/hook", secret="s" * 32, owner=owner,
+                                   events=["lead.created", "lead.disqualified", "lead.out_of_focus"])
+    WebhookEndpoint.objects.create(name="Paused", url="https://other.example.com/hook", secret="s" * 32,
+                                   owner=owner, events=["lead.created"], active=False)
+    webhooks.forget_endpoints()
+    path = write(tmp_path, "email;nome;estado;interesse;cargo;orçamento\n"
+                           "ana@cliente.com.br;Ana;SP;paletes;Diretora de compras;20000\n"
+                           "rio@cliente.com.br;Rio;RJ;paletes;Gerente;20000\n"
+                           "ja@cliente.com.br;Já;SP;;;\n")
+    run(path, "--map", "estado=state", "--map", "interesse=interest", "--map", "cargo=job_title",
+        "--map", "orçamento=budget", form_slug=form.slug)
+    sent = sorted((d.event, json.loads(d.body)["lead"]["email"]) for d in WebhookDelivery.objects.all())
+    ana, rio = Lead.objects.get(email="ana@cliente.com.br"), Lead.objects.get(email="rio@cliente.com.br")
+    assert (ana.status, rio.status) == ("disqualified", "out_of_focus")  # 30 points of 40; outside SP
+    assert Lead.objects.get(email="ja@cliente.com.br").status == "disqualified"  # new until this resubmission
+    assert sent == [("lead.created", "ana@cliente.com.br"), ("lead.created", "rio@cliente.com.br"),
+                    ("lead.disqualified", "ana@cliente.com.br"), ("lead.disqualified", "ja@cliente.com.br"),
+                    ("lead.out_of_focus", "rio@cliente.com.br")]
+    assert {d.endpoint.name for d in WebhookDelivery.objects.all()} == {"CRM"}
