@@ -1,5 +1,6 @@
-from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import JsonResponse
+
+from .db import database_unavailable
 
 
 class DatabaseUnavailableMiddleware:
@@ -15,9 +16,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)) or (
-            isinstance(exception, DatabaseError) and "connection" in str(exception).lower()
-        ):
+        if database_unavailable(exception):
             response = JsonResponse(
                 {"detail": "The service is briefly unavailable; please retry."}, status=503
             )

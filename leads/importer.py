@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
+
+from config.db import database_unavailable, is_write_conflict
 
 from . import normalize, services
 from .capture import ALWAYS_ACCEPTED, CleanLead, clean_lead_data
@@ -677,7 +679,7 @@ class _BatchImporter:
                 result.created, result.updated = self._write(valid)
                 on_batch(result)
         except (IntegrityError, OperationalError) as exc:
-            if isinstance(exc, OperationalError) and not _is_deadlock(exc):
+            if isinstance(exc, OperationalError) and not is_write_conflict(exc):
                 raise
             # Someone created one of these leads meanwhile (or two writers crossed):
             # redo the batch one row at a time, the way the endpoint does.
@@ -964,10 +966,6 @@ def _chunks(values, size=None):
         yield values[start:start + size]
 
 
-def _is_deadlock(exc):
-    return "deadlock" in str(exc).lower()
-
-
 class _Scoring:
     """The active rules applied as the endpoint applies them: a new lead gets the
     verdict computed for its row (``_prepare_rows``, as ``score_new_lead`` does); a
@@ -1180,7 +1178,14 @@ def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_ove
             batch_size=batch_size, file_name=job.file_name, start_after_line=job.last_line, on_batch=on_batch,
             csv_file=CsvFile(job.path, encoding=job.encoding or None, delimiter=job.delimiter or None),
         )
-    except (OperationalError, InterfaceError):
+    except Exception as exc:
+        if not database_unavailable(exc):
+            logger.exception("Import job %s failed", job_id)
+            ImportJob.objects.filter(pk=job_id).update(
+                status=ImportJob.Status.FAILED, finished_at=timezone.now(),
+                error=f"{exc.__class__.__name__}: {exc}"[:5000],
+            )
+            raise
         # The database went away or aborted a batch to settle a conflict with another
         # writer: the job is interrupted, not wrong. Pending again, it is queued by the
         # sweep after its grace and resumes after its last committed line.
@@ -1190,12 +1195,6 @@ def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_ove
                 status=ImportJob.Status.PENDING, heartbeat_at=timezone.now(), worker="")
         except DatabaseError:
             logger.warning("Could not hand import job %s back; the sweep finds its stale heartbeat", job_id)
-        raise
-    except Exception as exc:
-        logger.exception("Import job %s failed", job_id)
-        ImportJob.objects.filter(pk=job_id).update(
-            status=ImportJob.Status.FAILED, finished_at=timezone.now(), error=f"{exc.__class__.__name__}: {exc}"[:5000],
-        )
         raise
     ImportJob.objects.filter(pk=job_id).update(
         status=ImportJob.Status.DONE, finished_at=timezone.now(), bytes_done=job.bytes_total,

@@ -80,7 +80,7 @@ def _term_condition(term, unaccent):
 
 def _like_pattern(text):
     """``%text%`` for LIKE, with LIKE's own wildcards in ``text`` taken literally."""
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return f"%{connection.ops.prep_for_like_query(text)}%"
 
 
 def _indexed_search(leads, terms, whole_number):

@@ -123,41 +123,40 @@ def forget_endpoints():
 def webhook_event_record(*, lead, event):
     """Write one pending delivery per active endpoint subscribed to ``event``, in the
     caller's transaction, and send them after commit. Returns the deliveries."""
-    from .models import WebhookDelivery, WebhookEndpoint
+    from .models import WebhookEndpoint
 
     if event not in WebhookEndpoint.EVENTS:
         return []
-    endpoints = [ep for ep in active_endpoints() if event in (ep.events or [])]
-    if not endpoints:
-        return []
-    now = timezone.now()
-    deliveries = []
-    for endpoint in endpoints:
-        delivery = WebhookDelivery(endpoint=endpoint, event=event, lead=lead, next_attempt_at=now)
-        delivery.body = json.dumps(
-            {"id": str(delivery.public_id), "event": event, "created_at": now, "lead": lead_payload(lead)},
-            cls=DjangoJSONEncoder, ensure_ascii=False, sort_keys=True,
-        )
-        deliveries.append(delivery)
-    WebhookDelivery.objects.bulk_create(deliveries)
-    ids = list(WebhookDelivery.objects.filter(public_id__in=[d.public_id for d in deliveries])
-               .values_list("pk", flat=True))
-    transaction.on_commit(lambda: _enqueue(ids))
+    deliveries = _deliveries_write([(lead, event)])
+    if deliveries:
+        ids = [delivery.pk for delivery in deliveries]
+        transaction.on_commit(lambda: _enqueue(ids))
     return deliveries
 
 
 def webhook_events_record_many(pairs):
     """``webhook_event_record`` for many ``(lead, event)`` pairs at once (a CSV import's
-    batch): the deliveries of every subscribed active endpoint in one bulk INSERT, in
-    the caller's transaction, sent after commit a few per message (the sweep finds any
-    message that was lost). The leads need their source, form and reason loaded.
-    Returns the number of deliveries written."""
+    batch): the deliveries in one bulk INSERT, sent after commit a few per message (the
+    sweep finds any message that was lost). The leads need their source, form and
+    reason loaded. Returns the number of deliveries written."""
+    deliveries = _deliveries_write(pairs)
+    if deliveries:
+        ids = [delivery.pk for delivery in deliveries]
+        transaction.on_commit(lambda: _enqueue_batches(ids))
+    return len(deliveries)
+
+
+def _deliveries_write(pairs):
+    """One pending delivery per (lead, event) pair and active endpoint subscribed to the
+    event, each with its signed-to-be body, INSERTed together; returned with their ids."""
     from .models import WebhookDelivery
 
     subscribed = {}
     for endpoint in active_endpoints():
         for event in endpoint.events or []:
             subscribed.setdefault(event, []).append(endpoint)
+    if not subscribed:
+        return []
     now = timezone.now()
     deliveries = []
     for lead, event in pairs:
@@ -169,12 +168,14 @@ def webhook_events_record_many(pairs):
             )
             deliveries.append(delivery)
     if not deliveries:
-        return 0
+        return []
     WebhookDelivery.objects.bulk_create(deliveries, batch_size=1000)
-    ids = list(WebhookDelivery.objects.filter(public_id__in=[d.public_id for d in deliveries])
-               .values_list("pk", flat=True))
-    transaction.on_commit(lambda: _enqueue_batches(ids))
-    return len(deliveries)
+    if any(delivery.pk is None for delivery in deliveries):  # a database that returns no ids from bulk inserts
+        ids = dict(WebhookDelivery.objects.filter(public_id__in=[d.public_id for d in deliveries])
+                   .values_list("public_id", "pk"))
+        for delivery in deliveries:
+            delivery.pk = delivery.id = ids[delivery.public_id]
+    return deliveries
 
 
 def _enqueue(ids):

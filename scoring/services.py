@@ -10,10 +10,11 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
+from config.db import database_unavailable, is_write_conflict
 from leads.models import Form, Lead, LeadEvent, LeadStatus, Reason, Source, StatusSetBy
 from leads.webhooks import STATUS_EVENTS, webhook_event_record, webhook_status_events_record_for_rescore
 
@@ -398,7 +399,11 @@ def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
             raise ClaimLost(job.pk)
     except ClaimLost:
         logger.warning("Rescoring job %s was taken back by the sweep; its new run finishes it", job_id)
-    except (OperationalError, InterfaceError):
+    except Exception as exc:
+        if not database_unavailable(exc):
+            logger.exception("Rescoring job %s failed", job_id)
+            RescoreJob.objects.filter(pk=job.pk).update(status=RescoreJob.Status.FAILED, error=str(exc)[:5000])
+            raise
         # The database went away, or kept aborting a chunk to break conflicts with other
         # writers: the job is interrupted, not wrong. It goes back to pending for the sweep
         # to resume after its last committed chunk (if even that write fails, its heartbeat
@@ -409,10 +414,6 @@ def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
                 status=RescoreJob.Status.PENDING, worker="")
         except DatabaseError:
             logger.warning("Could not hand rescoring job %s back; the sweep finds its stale heartbeat", job_id)
-        raise
-    except Exception as exc:
-        logger.exception("Rescoring job %s failed", job_id)
-        RescoreJob.objects.filter(pk=job.pk).update(status=RescoreJob.Status.FAILED, error=str(exc)[:5000])
         raise
     job.refresh_from_db()
     return job
@@ -484,16 +485,10 @@ class ClaimLost(ChunkAbandoned):
     it back (the run looked dead) and another run resumed it."""
 
 
-# SQLSTATEs of a transaction the database aborted to settle a conflict with another
-# writer of the same leads (a capture, a rep, a requalification running beside an
-# activation): deadlock detected, serialization failure, lock not available. Nothing of
-# the chunk was kept, so it is simply read and written again.
-CONFLICT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+# A chunk the database aborted to settle a conflict with another writer of the same
+# leads (a capture, a rep, a requalification beside an activation) kept nothing of its
+# work: it is read and written again, this many times at most.
 CHUNK_ATTEMPTS = 5
-
-
-def _is_conflict(exc):
-    return getattr(exc.__cause__, "pgcode", None) in CONFLICT_SQLSTATES
 
 
 def _rescore_chunk_commit(work, start, end, *, after, turn):
@@ -503,8 +498,8 @@ def _rescore_chunk_commit(work, start, end, *, after, turn):
     for attempt in range(1, CHUNK_ATTEMPTS + 1):
         try:
             return _rescore_chunk_commit_once(work, start, end, after=after, turn=turn)
-        except OperationalError as exc:
-            if not _is_conflict(exc) or attempt == CHUNK_ATTEMPTS:
+        except Exception as exc:
+            if not is_write_conflict(exc) or attempt == CHUNK_ATTEMPTS:
                 raise
             logger.info("Rescoring chunk (%s, %s] of job %s conflicted with another writer (%s); again",
                         start, end, work.job.pk, exc.__cause__.pgcode)

@@ -35,6 +35,45 @@ def require_postgres():
     require_service(using_postgres(), "PostgreSQL (set DATABASE_URL)")
 
 
+class OtherWriter:
+    """A second connection to the test database, standing for another writer: it runs
+    its own transaction (autocommit until ``begin``) and can tell which backend is
+    waiting for a lock it holds."""
+
+    def __init__(self):
+        import psycopg2
+        from django.db import connection
+
+        self.connection = psycopg2.connect(**connection.get_connection_params())
+        self.connection.autocommit = True
+        self.cursor = self.connection.cursor()
+
+    def execute(self, sql, params=None):
+        self.cursor.execute(sql, params)
+        return self.cursor
+
+    def blocked_backend(self, timeout=10.0):
+        """The pid of a backend waiting for one of this writer's locks, or None."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.execute("SELECT pg_stat_clear_snapshot()")  # a fresh view, even inside a transaction
+            row = self.execute("SELECT pid FROM pg_stat_activity "
+                               "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))").fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.05)
+        return None
+
+
+@pytest.fixture
+def other_writer(transactional_db, require_postgres):
+    writer = OtherWriter()
+    yield writer
+    writer.connection.close()
+
+
 @pytest.fixture
 def redis_url():
     url = os.environ.get("REDIS_URL", "")

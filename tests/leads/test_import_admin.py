@@ -219,16 +219,14 @@ def test_the_import_pages_speak_portuguese_to_a_pt_br_browser(client, marketer, 
     assert "(ignorar esta coluna)" in page and "Iniciar a importação" in page
 
 
-@pytest.mark.django_db(transaction=True)
 def test_an_import_the_database_interrupts_goes_back_to_pending_and_the_sweep_resumes_it(
-        form, tmp_path, queued, require_postgres):
+        form, tmp_path, queued, other_writer):
     """The server ends the import's connection mid-batch (here: its backend, waiting for
     a lead another writer holds, is terminated): the job is not failed; it is pending,
     the sweep queues it after the grace, and the next run completes it."""
     import threading
 
-    import psycopg2
-    from django.db import OperationalError, connection
+    from django.db import OperationalError
 
     from ..factories import LeadFactory
 
@@ -251,28 +249,16 @@ def test_an_import_the_database_interrupts_goes_back_to_pending_and_the_sweep_re
         finally:
             own.close()
 
-    other = psycopg2.connect(**connection.get_connection_params())
-    other.autocommit = True
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("BEGIN")
-            cursor.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [held.pk])
-            runner = threading.Thread(target=run)
-            runner.start()
-            terminated = False
-            for _ in range(200):
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute("SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-                if (row := cursor.fetchone()):
-                    cursor.execute("SELECT pg_terminate_backend(%s)", [row[0]])
-                    terminated = True
-                    break
-                time.sleep(0.05)
-            cursor.execute("ROLLBACK")
-        runner.join(timeout=60)
-    finally:
-        other.close()
-    assert terminated and errors
+    other_writer.execute("BEGIN")
+    other_writer.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [held.pk])
+    runner = threading.Thread(target=run)
+    runner.start()
+    waiting = other_writer.blocked_backend()
+    assert waiting
+    other_writer.execute("SELECT pg_terminate_backend(%s)", [waiting])
+    other_writer.execute("ROLLBACK")
+    runner.join(timeout=60)
+    assert errors
     job.refresh_from_db()
     assert (job.status, job.worker, job.rows_done) == ("pending", "", 0)
     later = timezone.now() + timedelta(seconds=importer.PENDING_GRACE_SECONDS + 1)

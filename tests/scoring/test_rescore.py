@@ -275,47 +275,50 @@ def test_on_postgresql_a_lead_changed_between_the_read_and_the_write_is_scored_f
     assert (event.from_status, event.to_status) == (LeadStatus.NEW, LeadStatus.OUT_OF_FOCUS)
 
 
-@pytest.mark.django_db(transaction=True)
+def _run_in_thread(work):
+    """``work()`` on a thread of its own (its own database connection, closed after);
+    returns the thread and a dict that gets the result or the error."""
+    import threading
+
+    from django.db import connection as own
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            outcome["error"] = exc
+        finally:
+            own.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_on_postgresql_a_chunk_the_database_aborts_to_break_a_deadlock_runs_again_and_the_job_completes(
-        require_postgres, caplog):
+        other_writer, caplog):
     """Another writer holds the last lead and then wants the first, which the chunk's
     UPDATE already holds: PostgreSQL aborts the chunk (it waited first), the chunk runs
     again once the other writer is done, and the job ends complete, each move once."""
     import logging
-    import threading
-
-    import psycopg2
 
     caplog.set_level(logging.INFO, logger="scoring.services")
     leads = make_leads()
     first, last = leads[0].pk, leads[-1].pk
     ruleset = pallet_ruleset()
     job = services.ruleset_activate(ruleset=ruleset)
-    other = psycopg2.connect(**connection.get_connection_params())
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("SET deadlock_timeout = '30s'")  # so the chunk, not this writer, is the one aborted
-            cursor.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [last])
-            result = {}
-            runner = threading.Thread(target=lambda: result.update(
-                job=services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1)))
-            runner.start()
-            waiting = None
-            for _ in range(200):  # the chunk's UPDATE waits for the last lead's row
-                cursor.execute("SELECT pg_stat_clear_snapshot()")  # a fresh view, inside this transaction
-                cursor.execute("SELECT count(*) FROM pg_stat_activity "
-                               "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-                if (waiting := cursor.fetchone()[0]):
-                    break
-                threading.Event().wait(0.05)
-            assert waiting
-            # Wants the first lead, which the chunk holds: a deadlock the chunk loses.
-            cursor.execute("UPDATE leads_lead SET updated_at = now() WHERE id = %s", [first])
-        other.commit()
-        runner.join(timeout=60)
-    finally:
-        other.close()
-    done = result["job"]
+    other_writer.execute("BEGIN")
+    other_writer.execute("SET LOCAL deadlock_timeout = '30s'")  # so the chunk, not this writer, is aborted
+    other_writer.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [last])
+    runner, outcome = _run_in_thread(lambda: services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1))
+    assert other_writer.blocked_backend()  # the chunk's UPDATE waits for the last lead's row
+    # Wants the first lead, which the chunk holds: a deadlock the chunk loses.
+    other_writer.execute("UPDATE leads_lead SET updated_at = now() WHERE id = %s", [first])
+    other_writer.execute("COMMIT")
+    runner.join(timeout=60)
+    done = outcome["result"]
     assert any("conflicted with another writer (40P01)" in message for message in caplog.messages)
     assert (done.status, done.leads_seen, done.leads_changed) == (RescoreJob.Status.DONE, len(leads), len(leads))
     rules = services.ruleset_to_engine(ruleset)
@@ -325,51 +328,24 @@ def test_on_postgresql_a_chunk_the_database_aborts_to_break_a_deadlock_runs_agai
     assert LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED, data__job=job.pk).count() == len(leads)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_on_postgresql_a_job_the_database_interrupts_goes_back_to_pending_for_the_sweep(require_postgres):
+def test_on_postgresql_a_job_the_database_interrupts_goes_back_to_pending_for_the_sweep(other_writer):
     """Not a conflict but the server going away (here: the chunk's backend terminated):
     the job is not failed; it waits, pending, for the sweep to resume it after its last
     committed chunk, and the resumed run completes it."""
-    import threading
-
-    import psycopg2
     from django.db import OperationalError
 
     leads = make_leads()
     ruleset = pallet_ruleset()
     job = services.ruleset_activate(ruleset=ruleset)
-    other = psycopg2.connect(**connection.get_connection_params())
-    other.autocommit = True
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("BEGIN")
-            cursor.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [leads[-1].pk])
-            errors = []
-
-            def run():
-                try:
-                    services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1)
-                except OperationalError as exc:
-                    errors.append(exc)
-                finally:
-                    from django.db import connection as own
-
-                    own.close()
-
-            runner = threading.Thread(target=run)
-            runner.start()
-            for _ in range(200):
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute("SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-                if (row := cursor.fetchone()):
-                    cursor.execute("SELECT pg_terminate_backend(%s)", [row[0]])
-                    break
-                threading.Event().wait(0.05)
-            cursor.execute("ROLLBACK")
-        runner.join(timeout=60)
-    finally:
-        other.close()
-    assert errors
+    other_writer.execute("BEGIN")
+    other_writer.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [leads[-1].pk])
+    runner, outcome = _run_in_thread(lambda: services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1))
+    waiting = other_writer.blocked_backend()
+    assert waiting
+    other_writer.execute("SELECT pg_terminate_backend(%s)", [waiting])
+    other_writer.execute("ROLLBACK")
+    runner.join(timeout=60)
+    assert isinstance(outcome.get("error"), OperationalError)
     job.refresh_from_db()
     assert (job.status, job.worker, job.leads_seen) == (RescoreJob.Status.PENDING, "", 0)
     resumed = services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1)
