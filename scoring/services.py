@@ -24,7 +24,7 @@ from .models import RescoreJob, Ruleset
 logger = logging.getLogger(__name__)
 
 RULES_OWNED = "l.status_set_by = 'rules' AND l.status <> 'converted'"
-_cache = {"at": 0.0, "value": None}
+_cache = {"at": None, "value": None}  # "at" None: nothing read yet, or forgotten
 ACTIVE_CACHE_SECONDS = 5
 _UNCHECKED = object()
 # Advisory lock between capture (shared, per transaction) and the rescoring of an
@@ -44,9 +44,12 @@ def active_ruleset(*, fresh=False, expected_id=_UNCHECKED):
     verdict is never given by a ruleset that is no longer active. An active ruleset's
     rules never change (only drafts are edited), so its id says it all."""
     cached = _cache["value"]
-    stale = fresh or time.monotonic() - _cache["at"] > ACTIVE_CACHE_SECONDS
-    if expected_id is not _UNCHECKED:
-        stale = fresh or (cached[0].pk if cached else None) != expected_id
+    if fresh or _cache["at"] is None:
+        stale = True
+    elif expected_id is not _UNCHECKED:
+        stale = (cached[0].pk if cached else None) != expected_id
+    else:
+        stale = time.monotonic() - _cache["at"] > ACTIVE_CACHE_SECONDS
     if stale:
         ruleset = Ruleset.objects.filter(state=Ruleset.State.ACTIVE).first()
         _cache["value"] = (ruleset, ruleset_to_engine(ruleset)) if ruleset else None
@@ -61,7 +64,7 @@ def active_ruleset(*, fresh=False, expected_id=_UNCHECKED):
 def active_ruleset_current(expected_id):
     """True when ``active_ruleset(expected_id=…)`` would answer from the cache."""
     cached = _cache["value"]
-    return (cached[0].pk if cached else None) == expected_id
+    return _cache["at"] is not None and (cached[0].pk if cached else None) == expected_id
 
 
 def active_ruleset_id():
@@ -88,7 +91,9 @@ def active_ruleset_id_sql(prefix=""):
 
 
 def forget_active_ruleset():
-    _cache["at"] = 0.0
+    """The next read loads the active ruleset again, whatever its id (an id says which
+    ruleset is active, not that this process's copy of it is current)."""
+    _cache["at"] = None
     _reasons_cache["at"] = 0.0
 
 
