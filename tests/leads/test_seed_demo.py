@@ -3,10 +3,19 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
-from django.db.models import F
+from django.db.models import F, Sum
 
 from leads import roles
-from leads.models import Form, Lead, LeadEvent, LeadStatus, SpendRecord, Temperature
+from leads.models import (
+    Form,
+    Lead,
+    LeadEvent,
+    LeadRuleMatches,
+    LeadStatus,
+    RuleMatchDay,
+    SpendRecord,
+    Temperature,
+)
 from nurturing.models import Sequence
 from scoring.models import Ruleset
 
@@ -38,6 +47,9 @@ def test_the_demo_spreads_leads_over_every_status_and_temperature_with_timelines
     touched = Lead.objects.filter(first_touched_at__isnull=False)
     assert touched.exists() and not touched.filter(first_touched_at__lt=F("qualified_at")).exists()
     assert Sequence.objects.get(slug="sem-orcamento", active=True).steps.count() == 3
+    # The rule matches are evaluated at once, so the dashboard's rule effectiveness is not empty.
+    assert LeadRuleMatches.objects.count() == Lead.objects.count()
+    assert RuleMatchDay.objects.filter(rule_index=-1).aggregate(n=Sum("leads"))["n"] == Lead.objects.count()
 
 
 def test_the_demo_users_have_their_roles_and_can_log_in(client):

@@ -154,6 +154,11 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo leads already loaded ({Lead.objects.count()} leads): left as they are.")
         else:
             self._leads(count=leads, rng=random.Random(seed), forms=forms, users=users)
+        # What beat's refresh-rule-matches does every 10 minutes, now: the dashboard's rule
+        # effectiveness has its figures from the first visit.
+        from leads.reports import rule_matches_refresh
+
+        rule_matches_refresh()
         self._summary()
 
     # --- the company ------------------------------------------------------------------------------
