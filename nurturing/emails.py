@@ -8,7 +8,7 @@ import re
 import uuid
 from email.utils import make_msgid, parseaddr
 from html.parser import HTMLParser
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from django.conf import settings
 from django.core import signing
@@ -100,14 +100,42 @@ def unsubscribe_url(token):
 
 
 def unsubscribe_mailto(token):
-    address = getattr(settings, "FUNIL_UNSUBSCRIBE_MAILTO", "") or _default_unsubscribe_mailbox()
-    return f"mailto:{address}?subject={quote('unsubscribe ' + token)}"
+    return f"mailto:{unsubscribe_mailbox()}?subject={quote('unsubscribe ' + token)}"
 
 
-def _default_unsubscribe_mailbox():
+def unsubscribe_mailbox():
+    """The address of List-Unsubscribe's mailto: FUNIL_UNSUBSCRIBE_MAILTO, or else
+    ``unsubscribe@`` the sender's domain."""
+    configured = getattr(settings, "FUNIL_UNSUBSCRIBE_MAILTO", "")
+    if configured:
+        return parseaddr(configured)[1] or configured
     _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
     domain = address.rpartition("@")[2] or "localhost"
     return f"unsubscribe@{domain}"
+
+
+# What ``signing.dumps`` writes: [.]payload:timestamp:signature (URL-safe base64, base62).
+_TOKEN = r"\.?[A-Za-z0-9_-]+:[A-Za-z0-9]+:[A-Za-z0-9_-]+"
+# "unsubscribe <token>" anywhere in the line, whatever precedes it (Re:, Fwd:, RES:, ENC: …).
+_KEYWORD_AND_TOKEN = re.compile(r"unsubscribe[\s:]*(" + _TOKEN + ")", re.IGNORECASE)
+# A line that is only the token, after any reply or forward prefixes.
+_BARE_TOKEN = re.compile(r"(?:(?:re|res|fwd?|enc|tr|aw|wg|sv|vs|rv)\s*(?:\[\d+\])?\s*:\s*)*(" + _TOKEN + ")",
+                         re.IGNORECASE)
+
+
+def mailto_unsubscribe_tokens(*, subject, text):
+    """The candidate unsubscribe tokens of a message sent to the unsubscribe mailbox, not
+    yet verified: from the subject (what ``unsubscribe_mailto`` asks for), then from the
+    first non-blank line of the text body. Tolerates reply/forward prefixes, extra spaces,
+    the keyword in any case and a subject left percent-encoded by the mail client."""
+    first_line = next((line for line in (text or "").splitlines() if line.strip()), "")
+    tokens = []
+    for line in (subject or "", first_line):
+        line = " ".join(unquote(line).replace("+", " ").split())
+        match = _KEYWORD_AND_TOKEN.search(line) or _BARE_TOKEN.fullmatch(line.rstrip("."))
+        if match and match.group(1) not in tokens:
+            tokens.append(match.group(1))
+    return tokens
 
 
 def click_url(*, delivery_id, url):

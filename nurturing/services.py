@@ -4,7 +4,9 @@ import logging
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from email.utils import getaddresses
 
+from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
@@ -13,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 
 from leads.models import Lead, LeadEvent
 
+from .emails import html_to_text, mailto_unsubscribe_tokens, read_unsubscribe_token, unsubscribe_mailbox
 from .models import Delivery, Enrollment, Segment, Sequence, Suppression, TrackingEvent, WorkerHeartbeat
 from .selectors import InvalidSegment, is_suppressed, segment_filterset, segment_leads
 from .timeline import enrollments_end, enrollments_enrolled_record
@@ -374,6 +377,49 @@ def lead_unsubscribe(*, lead_id, delivery_id=None, how="link"):
         _lead_event(lead.pk, LeadEvent.Kind.CONSENT, note=str(_("Unsubscribed from email")),
                     data={"action": "unsubscribed", "channel": "email", "how": how, "delivery": delivery_id})
     return created
+
+
+# What ``inbound_unsubscribe_apply`` did with a message, for the receiver's log.
+INBOUND_UNSUBSCRIBED = "unsubscribed"
+INBOUND_UNCHANGED = "unchanged"  # a valid token, but already unsubscribed (a replay) or no such lead
+INBOUND_OTHER_MAILBOX = "other mailbox"
+INBOUND_NO_TOKEN = "no token"
+INBOUND_BAD_TOKEN = "bad token"
+
+
+def _inbound_recipients(message):
+    """Every address the inbound ``message`` was delivered or addressed to, lowercased:
+    the envelope recipient the provider reports, and To, Cc, Bcc."""
+    headers = [str(value) for name in ("To", "Cc", "Bcc") for value in message.get_all(name, [])]
+    addresses = {address for _name, address in getaddresses(headers)}
+    addresses.add(getattr(message, "envelope_recipient", None) or "")
+    return {address.strip().lower() for address in addresses if address and address.strip()}
+
+
+def inbound_unsubscribe_apply(*, message):
+    """An email sent to the unsubscribe mailbox (List-Unsubscribe's mailto), as anymail
+    parsed it (``AnymailInboundMessage``): the signed token of its subject, or of its
+    body's first line, unsubscribes through ``lead_unsubscribe`` (``how: mailto``), exactly
+    as the one-click POST does. Only a token signed by us counts: the From address is never
+    trusted (it is easily forged), so "unsubscribe" from a lead's address without a token
+    changes nothing. Messages to another address, or without a valid token, are ignored.
+    Returns one of the ``INBOUND_…`` outcomes."""
+    if unsubscribe_mailbox().strip().lower() not in _inbound_recipients(message):
+        return INBOUND_OTHER_MAILBOX
+    text = message.text
+    if not (text or "").strip() and message.html:
+        text = html_to_text(message.html)
+    tokens = mailto_unsubscribe_tokens(subject=message.subject, text=text)
+    if not tokens:
+        return INBOUND_NO_TOKEN
+    for token in tokens:
+        try:
+            lead_id, delivery_id = read_unsubscribe_token(token)
+        except (signing.BadSignature, KeyError, TypeError, ValueError):
+            continue
+        done = lead_unsubscribe(lead_id=lead_id, delivery_id=delivery_id, how="mailto")
+        return INBOUND_UNSUBSCRIBED if done else INBOUND_UNCHANGED
+    return INBOUND_BAD_TOKEN
 
 
 def _delivery_event_data(delivery, **extra):

@@ -206,9 +206,10 @@ FUNIL_NURTURE_ASYNC_COMMIT = env.bool("FUNIL_NURTURE_ASYNC_COMMIT", default=Fals
 # Nurture dispatcher: messages marked 'sending' per commit. A worker killed mid-send leaves
 # at most this many 'uncertain' deliveries for a person to resolve (docs/architecture.md).
 FUNIL_NURTURE_SENDING_GROUP = env.int("FUNIL_NURTURE_SENDING_GROUP", default=20)
-# The mailbox of List-Unsubscribe's mailto (default: unsubscribe@ the sender's domain).
+# The mailbox of List-Unsubscribe's mailto (default: unsubscribe@ the sender's domain),
+# read through the provider's inbound webhook (/anymail/<provider>/inbound/).
 FUNIL_UNSUBSCRIBE_MAILTO = env("FUNIL_UNSUBSCRIBE_MAILTO", default="")
-# Provider webhooks (/anymail/<provider>/tracking/): the basic-auth "user:password" the
+# Provider webhooks (/anymail/<provider>/tracking/ and /inbound/): the basic-auth "user:password" the
 # provider is configured with; provider signing keys go in ANYMAIL_<PROVIDER>_... too.
 ANYMAIL = {key: value for key, value in {
     "WEBHOOK_SECRET": env("ANYMAIL_WEBHOOK_SECRET", default=""),
