@@ -45,10 +45,12 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-# Regenerate the pt-BR catalogue after changing user-facing strings (needs gettext).
+# Update the four pt-BR catalogues in place after changing user-facing strings, then compile
+# them (needs gettext). Not a plain makemessages from the root: that would move strings between
+# catalogues (see config/messages.py).
 messages: $(VENV)/.installed-run
-	$(BIN)/python manage.py makemessages --locale pt_BR --ignore '.venv/*' --ignore 'tests/*' --ignore 'bench/*'
-	$(BIN)/python manage.py compilemessages --locale pt_BR --ignore '.venv/*'
+	$(BIN)/python -m config.messages
+	$(BIN)/python manage.py compilemessages --locale pt_BR --ignore '.venv/*' --ignore 'tests/*' --ignore 'bench/*'
 
 # Every benchmark at full size (1,000,000 leads where it applies) on PostgreSQL and Redis;
 # the figures go to docs/benchmarks.md. BENCH_ARGS=--quick for the small sizes CI runs.
