@@ -1,4 +1,5 @@
-"""The pt-BR catalogue is complete and compiled, and the UI follows the chosen language."""
+"""The four pt-BR catalogues (config, leads, scoring, nurturing) are complete and compiled,
+and the UI follows the chosen language."""
 
 import ast
 import gettext
@@ -14,9 +15,12 @@ from leads import services
 from leads.models import LeadStatus, Temperature
 from tests.factories import LeadFactory
 
-LC_MESSAGES = Path(settings.BASE_DIR) / "config" / "locale" / "pt_BR" / "LC_MESSAGES"
-PO_PATH = LC_MESSAGES / "django.po"
-MO_PATH = LC_MESSAGES / "django.mo"
+# Every pt-BR catalogue: config/locale (LOCALE_PATHS) and each app's own (see config/messages.py).
+CATALOGUES = ("config", "leads", "scoring", "nurturing")
+
+
+def lc_messages(catalogue):
+    return Path(settings.BASE_DIR) / catalogue / "locale" / "pt_BR" / "LC_MESSAGES"
 
 
 # --- A small .po reader (no third-party dependency) -----------------------------------
@@ -93,10 +97,17 @@ def _catalog_key(entry, index=None):
     return msgid if index is None else (msgid, index)
 
 
+@pytest.fixture(scope="module", params=CATALOGUES)
+def catalogue(request):
+    """The name of one pt-BR catalogue: each catalogue test runs once per catalogue."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def po_entries():
-    assert PO_PATH.exists(), f"{PO_PATH} is missing: run makemessages --locale pt_BR"
-    return read_po(PO_PATH)
+def po_entries(catalogue):
+    po_path = lc_messages(catalogue) / "django.po"
+    assert po_path.exists(), f"{po_path} is missing: run make messages"
+    return read_po(po_path)
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +121,7 @@ def _restore_language():
         translation.activate(previous)
 
 
-# --- (a) complete catalogue --------------------------------------------------------------
+# --- (a) complete catalogues -------------------------------------------------------------
 
 
 def test_po_header_declares_brazilian_portuguese(po_entries):
@@ -136,19 +147,22 @@ def test_every_msgid_is_translated_and_none_is_fuzzy(po_entries):
 
 
 def test_placeholders_are_kept_in_translations(po_entries):
-    placeholder = re.compile(r"%\(\w+\)[sd]|%[sd]|\{\w*\}")
+    """msgstr[0] keeps the msgid's placeholders, the plural forms the msgid_plural's."""
+    placeholder = re.compile(r"%\(\w+\)[sdr]|%[sd]|\{\w*\}")
     for entry in _live(po_entries):
-        wanted = sorted(placeholder.findall(entry["msgid"]))
-        for msgstr in entry["msgstr"].values():
+        for index, msgstr in entry["msgstr"].items():
+            source = entry["msgid_plural"] if index and entry["msgid_plural"] else entry["msgid"]
+            wanted = sorted(placeholder.findall(source))
             assert sorted(placeholder.findall(msgstr)) == wanted, (entry["msgid"], msgstr)
 
 
 # --- (b) the .mo matches the .po ------------------------------------------------------------
 
 
-def test_compiled_mo_is_up_to_date_with_the_po(po_entries):
-    assert MO_PATH.exists(), f"{MO_PATH} is missing: run compilemessages --locale pt_BR"
-    with MO_PATH.open("rb") as handle:
+def test_compiled_mo_is_up_to_date_with_the_po(catalogue, po_entries):
+    mo_path = lc_messages(catalogue) / "django.mo"
+    assert mo_path.exists(), f"{mo_path} is missing: run make messages"
+    with mo_path.open("rb") as handle:
         compiled = gettext.GNUTranslations(handle)
     mo_catalog = {key: value for key, value in compiled._catalog.items() if key != ""}
 
@@ -160,9 +174,9 @@ def test_compiled_mo_is_up_to_date_with_the_po(po_entries):
         else:
             po_catalog[_catalog_key(entry)] = entry["msgstr"][0]
 
-    assert set(mo_catalog) == set(po_catalog), "django.mo is stale: run compilemessages --locale pt_BR"
+    assert set(mo_catalog) == set(po_catalog), f"{mo_path} is stale: run make messages"
     changed = sorted(str(key) for key in po_catalog if mo_catalog[key] != po_catalog[key])
-    assert changed == [], "django.mo is stale: run compilemessages --locale pt_BR"
+    assert changed == [], f"{mo_path} is stale: run make messages"
 
 
 # --- (c) Accept-Language -----------------------------------------------------------------------

@@ -1,47 +1,14 @@
-"""The scoring app's own pt-BR catalogue is complete and compiled, and the marketer's
-pages read in Portuguese."""
-
-import gettext
-import re
-from pathlib import Path
+"""The marketer's pages read in Portuguese. The scoring app's own pt-BR catalogue is checked
+(complete, placeholders kept, compiled) with the other three in tests/config/test_i18n.py."""
 
 import pytest
-from django.conf import settings
 from django.urls import reverse
 
 from scoring import services
-from tests.config.test_i18n import _catalog_key, _live, _restore_language, read_po  # noqa: F401 (autouse)
+from tests.config.test_i18n import _restore_language  # noqa: F401 (autouse)
 
 from ..factories import LeadFactory
 from .factories import pallet_ruleset
-
-LC_MESSAGES = Path(settings.BASE_DIR) / "scoring" / "locale" / "pt_BR" / "LC_MESSAGES"
-
-
-@pytest.fixture(scope="module")
-def entries():
-    return _live(read_po(LC_MESSAGES / "django.po"))
-
-
-def test_the_catalogue_is_complete_with_its_placeholders(entries):
-    assert len(entries) > 100
-    assert [entry["msgid"] for entry in entries if "fuzzy" in entry["flags"]] == []
-    assert [entry["msgid"] for entry in entries if not all(entry["msgstr"].values())] == []
-    placeholder = re.compile(r"%\(\w+\)[sdr]|%[sd]")
-    for entry in entries:
-        for index, text in entry["msgstr"].items():
-            source = entry["msgid_plural"] if index and entry["msgid_plural"] else entry["msgid"]
-            assert sorted(placeholder.findall(text)) == sorted(placeholder.findall(source)), entry["msgid"]
-
-
-def test_the_compiled_catalogue_matches_the_po(entries):
-    with (LC_MESSAGES / "django.mo").open("rb") as handle:
-        compiled = {key: value for key, value in gettext.GNUTranslations(handle)._catalog.items() if key != ""}
-    expected = {}
-    for entry in entries:
-        for index, text in entry["msgstr"].items():
-            expected[_catalog_key(entry, index) if entry["msgid_plural"] else _catalog_key(entry)] = text
-    assert compiled == expected, "scoring/locale/pt_BR/LC_MESSAGES/django.mo is stale: run msgfmt"
 
 
 @pytest.mark.django_db
