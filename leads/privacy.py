@@ -54,7 +54,8 @@ def _normalised(email):
 
 def suppression_add(*, email, reason):
     """Suppress ``email`` from now on (``reason``: a nurturing Suppression reason); an
-    entry already there restarts its clock, so only later consent lifts it."""
+    entry already there restarts its clock, so only later consent lifts it (a bounce or a
+    complaint already there stays as it is: consent never lifts those)."""
     from nurturing.services import suppression_renew
 
     if not email:

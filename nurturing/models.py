@@ -325,6 +325,11 @@ class Suppression(models.Model):
         ERASED = "erased", _("Erased (data subject request)")
         MANUAL = "manual", _("Added by hand")
 
+    # What fresh consent lifts (``nurturing.selectors.is_suppressed``): the person asked
+    # for no more email, or for erasure, and may change their mind. The other reasons
+    # (bounced, complained, manual) stay whatever the consent, and take precedence.
+    LIFTED_BY_CONSENT = frozenset({Reason.UNSUBSCRIBED, Reason.ERASED})
+
     email_hash = models.CharField(_("email hash"), max_length=64, unique=True)
     reason = models.CharField(_("reason"), max_length=20, choices=Reason.choices)
     note = models.CharField(_("note"), max_length=255, blank=True)

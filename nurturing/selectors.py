@@ -44,28 +44,38 @@ def segments_for(user):
 
 
 def _still_suppressed(entries):
-    """Of ``entries`` ({email: Suppression}), the emails that stay suppressed. A person who
-    was erased or who unsubscribed (or withdrew consent) may be written to again once they
-    consent afresh: the latest consent of a lead with that address is a grant given after
-    the address was suppressed. Bounces and complaints stay, whatever the consent."""
+    """Of ``entries`` ((email, Suppression) pairs; an address may have several, one per
+    key it was hashed with), the emails that stay suppressed: those with an entry in
+    force. A person who was erased or who unsubscribed (or withdrew consent) may be
+    written to again once they consent afresh: an entry with such a reason is lifted when
+    the latest consent of a lead with that address is a grant given after the entry's
+    date (``created_at``, which a new unsubscribe, withdrawal or erasure moves to its own
+    moment). Bounces, complaints and manual entries stay, whatever the consent."""
     from leads.models import Consent
 
     from .models import Suppression
 
-    liftable = {email: entry for email, entry in entries.items()
-                if entry.reason in (Suppression.Reason.ERASED, Suppression.Reason.UNSUBSCRIBED)}
-    lifted = set()
+    entries = list(entries)
+    liftable = {email for email, entry in entries if entry.reason in Suppression.LIFTED_BY_CONSENT}
+    latest = {}
     if liftable:
-        latest = {}
-        consents = (Consent.objects.filter(lead__email__in=[email.strip().lower() for email in liftable])
+        consents = (Consent.objects.filter(lead__email__in={email.strip().lower() for email in liftable})
                     .order_by("created_at", "id").values_list("lead__email", "action", "created_at"))
         for email, action, created_at in consents:
             latest[email] = (action, created_at)
-        for email, entry in liftable.items():
-            action, created_at = latest.get(email.strip().lower(), (None, None))
-            if action == Consent.Action.GRANTED and created_at > entry.created_at:
-                lifted.add(email)
-    return set(entries) - lifted
+
+    def in_force(email, entry):
+        if entry.reason not in Suppression.LIFTED_BY_CONSENT:
+            return True
+        action, created_at = latest.get(email.strip().lower(), (None, None))
+        return not (action == Consent.Action.GRANTED and created_at > entry.created_at)
+
+    return {email for email, entry in entries if in_force(email, entry)}
+
+
+def suppression_in_force(*, email, entries):
+    """Do ``entries`` (the Suppression rows of ``email``) keep ``email`` suppressed now?"""
+    return bool(email) and bool(_still_suppressed([(email, entry) for entry in entries]))
 
 
 def is_suppressed(email):
@@ -84,7 +94,8 @@ def suppressed_hashes(emails):
         if email:
             for digest in email_hashes(email):
                 by_hash[digest] = email
-    entries = {by_hash[entry.email_hash]: entry for entry in Suppression.objects.filter(email_hash__in=list(by_hash))}
+    entries = [(by_hash[entry.email_hash], entry)
+               for entry in Suppression.objects.filter(email_hash__in=list(by_hash))]
     return _still_suppressed(entries)
 
 

@@ -17,7 +17,7 @@ from leads.models import Lead, LeadEvent
 
 from .emails import html_to_text, mailto_unsubscribe_tokens, read_unsubscribe_token, unsubscribe_mailbox
 from .models import Delivery, Enrollment, Segment, Sequence, Suppression, TrackingEvent, WorkerHeartbeat
-from .selectors import InvalidSegment, is_suppressed, segment_filterset, segment_leads
+from .selectors import InvalidSegment, is_suppressed, segment_filterset, segment_leads, suppression_in_force
 from .timeline import enrollments_end, enrollments_enrolled_record
 
 logger = logging.getLogger(__name__)
@@ -83,19 +83,43 @@ def email_hash(email):
 
 
 @transaction.atomic
-def suppression_add(*, email, reason, note=""):
-    """Never send to ``email`` again. Only a keyed hash is stored, so the address stays
+def suppression_add(*, email, reason, note="", renew=False):
+    """Never send to ``email`` again (until fresh consent, for the reasons consent lifts:
+    ``Suppression.LIFTED_BY_CONSENT``). Only a keyed hash is stored, so the address stays
     suppressed after the lead is erased. Stops the sequences of every lead with that
-    address. Safe to call twice: the first reason is kept."""
+    address. Returns ``(suppression, created)``: ``created`` is True when the address was
+    not suppressed until now, either without an entry or with one that fresh consent had
+    lifted; that entry is then renewed (this moment, this reason), so that only consent
+    given after now lifts it again. An entry in force is kept as it is, so a second call
+    (a replay) changes nothing, except that a reason consent does not lift (a bounce, a
+    complaint) replaces one it does, never the reverse. ``renew``: an entry in force
+    with a reason consent lifts restarts its clock too (``suppression_renew``)."""
     if reason not in Suppression.Reason.values:
         raise ValueError(f"Unknown suppression reason: {reason!r}")
     hashes = email_hashes(email)
-    suppression = Suppression.objects.filter(email_hash__in=hashes).first()
+    # Locked, so that of two requests at once only one finds the address not suppressed.
+    entries = list(Suppression.objects.select_for_update().filter(email_hash__in=hashes).order_by("-created_at"))
     created = False
-    if suppression is None:
+    if not entries:
         suppression, created = Suppression.objects.get_or_create(
             email_hash=hashes[0], defaults={"reason": reason, "note": note[:255]},
         )
+    else:
+        suppression = entries[0]
+        changes = {}
+        if not suppression_in_force(email=email, entries=entries):
+            # Lifted by consent given since: suppressed again, from now on.
+            changes = {"created_at": timezone.now(), "reason": reason, "note": note[:255]}
+            created = True
+        elif suppression.reason in Suppression.LIFTED_BY_CONSENT:
+            if reason not in Suppression.LIFTED_BY_CONSENT:
+                changes = {"reason": reason, "note": note[:255]}
+            elif renew:
+                changes = {"created_at": timezone.now(), "reason": reason}
+        if changes:
+            Suppression.objects.filter(pk=suppression.pk).update(**changes)
+            for name, value in changes.items():
+                setattr(suppression, name, value)
     if email:
         leads = Lead.objects.filter(email__iexact=email.strip())
         enrollments_exit(enrollments=Enrollment.objects.filter(lead__in=leads, status=Enrollment.Status.ACTIVE),
@@ -104,12 +128,10 @@ def suppression_add(*, email, reason, note=""):
 
 
 def suppression_renew(*, email, reason):
-    """Suppress ``email`` from now on: like ``suppression_add``, but an existing entry
-    restarts its clock, so only consent given after this moment lifts it (an erasure or a
-    withdrawal that follows a fresh consent)."""
-    suppression, created = suppression_add(email=email, reason=reason)
-    if not created:
-        Suppression.objects.filter(pk=suppression.pk).update(created_at=timezone.now(), reason=reason)
+    """Suppress ``email`` from now on: like ``suppression_add``, but an entry in force
+    restarts its clock too, so only consent given after this moment lifts it (an erasure
+    or a withdrawal). A bounce or a complaint already there stays as it is."""
+    suppression, _created = suppression_add(email=email, reason=reason, renew=True)
     return suppression
 
 
@@ -120,7 +142,10 @@ def suppressions_renew_bulk(*, emails, reason):
         return
     hashes = [email_hash(email) for email in emails]
     now = timezone.now()
-    Suppression.objects.filter(email_hash__in=hashes).update(created_at=now, reason=reason)
+    renewed = Suppression.objects.filter(email_hash__in=hashes)
+    if reason in Suppression.LIFTED_BY_CONSENT:  # never turn a bounce or a complaint into what consent lifts
+        renewed = renewed.filter(reason__in=Suppression.LIFTED_BY_CONSENT)
+    renewed.update(created_at=now, reason=reason)
     Suppression.objects.bulk_create([Suppression(email_hash=digest, reason=reason) for digest in hashes],
                                     ignore_conflicts=True)
     enrollments_exit(enrollments=Enrollment.objects.filter(lead__email__in=emails), reason=reason)
@@ -367,8 +392,10 @@ def deliveries_mark_sent(*, deliveries, now=None):
 
 @transaction.atomic
 def lead_unsubscribe(*, lead_id, delivery_id=None, how="link"):
-    """The person behind ``lead_id`` asked for no more email: suppress the address, stop
-    every sequence, note it on the timeline. A second request changes nothing."""
+    """The person behind ``lead_id`` asked for no more email: suppress the address from
+    now on, stop every sequence, note it on the timeline. Also after fresh consent had
+    lifted an earlier unsubscribe (``suppression_add`` renews the entry). A second
+    request while the address is suppressed changes nothing. Returns whether it did."""
     lead = Lead.objects.filter(pk=lead_id).first()
     if lead is None or not lead.email:
         return False

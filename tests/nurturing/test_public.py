@@ -10,6 +10,7 @@ from django.utils import timezone
 from leads.models import LeadEvent
 from nurturing import dispatch, emails, services
 from nurturing.models import Delivery, Enrollment, Suppression
+from tests.factories import FormFactory
 
 from .factories import sequence
 
@@ -51,6 +52,53 @@ def test_gmail_style_one_click_post_unsubscribes_with_no_cookie_and_nothing_more
                         content_type="application/x-www-form-urlencoded")
     assert again.status_code == 200
     assert LeadEvent.objects.filter(lead=lead, kind="consent").count() == 1
+
+
+def one_click(client, message):
+    return client.post(unsubscribe_path(message), data="List-Unsubscribe=One-Click",
+                       content_type="application/x-www-form-urlencoded")
+
+
+def consent_again(email):
+    """The person fills in a public form again and ticks its consent box."""
+    FormFactory(fields=["email", "name"], consent_text="Aceito receber e-mails de marketing.", consent_version="v2")
+    response = Client().post("/api/v1/forms/contato/submissions/", content_type="application/json",
+                             data=json.dumps({"email": email, "name": "Ana", "consent": "on"}))
+    assert response.status_code in (201, 202), response.content
+
+
+def test_an_unsubscribe_after_fresh_consent_suppresses_again_and_a_replay_is_harmless(
+        smtp_server, make_disqualified):
+    lead = make_disqualified(email="de-novo@cliente.com.br")
+    sent_delivery(lead)
+    ((_, first),) = smtp_server.sink.messages
+    client = Client(enforce_csrf_checks=True)
+    assert one_click(client, first).status_code == 200
+    assert services.is_suppressed(lead.email)
+
+    consent_again(lead.email)
+    assert not services.is_suppressed(lead.email)
+    services.enrollment_create(sequence=Delivery.objects.get(lead=lead, step__position=1).enrollment.sequence,
+                               lead=lead)
+    dispatch.dispatch_due(now=timezone.now())
+    assert len(smtp_server.sink.messages) == 2, "written to again after fresh consent"
+    second = smtp_server.sink.messages[1][1]
+
+    assert one_click(client, second).status_code == 200
+
+    assert services.is_suppressed(lead.email)
+    events = LeadEvent.objects.filter(lead=lead, kind="consent", data__action="unsubscribed").order_by("pk")
+    assert [event.data["how"] for event in events] == ["one-click", "one-click"]
+    assert set(Enrollment.objects.filter(lead=lead).values_list("status", flat=True)) == {"exited"}
+    assert not Delivery.objects.filter(lead=lead, status="pending").exists()
+    dispatch.dispatch_due(now=timezone.now() + timezone.timedelta(days=5))
+    assert len(smtp_server.sink.messages) == 2
+
+    assert one_click(client, second).status_code == 200  # a replay, or the mail client asking twice
+    assert one_click(client, first).status_code == 200
+    assert LeadEvent.objects.filter(lead=lead, kind="consent", data__action="unsubscribed").count() == 2
+    assert Suppression.objects.get().reason == "unsubscribed"
+    assert services.is_suppressed(lead.email)
 
 
 def test_get_shows_a_confirmation_page_and_changes_nothing(make_disqualified):
