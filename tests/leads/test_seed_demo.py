@@ -1,3 +1,4 @@
+import unicodedata
 from io import StringIO
 
 import pytest
@@ -50,6 +51,20 @@ def test_the_demo_spreads_leads_over_every_status_and_temperature_with_timelines
     # The rule matches are evaluated at once, so the dashboard's rule effectiveness is not empty.
     assert LeadRuleMatches.objects.count() == Lead.objects.count()
     assert RuleMatchDay.objects.filter(rule_index=-1).aggregate(n=Sum("leads"))["n"] == Lead.objects.count()
+
+
+def test_demo_email_addresses_spell_names_without_accents_rather_than_dropping_letters():
+    seed(leads=120)
+    accented = Lead.objects.filter(first_name__in=["Otávio", "Vinícius", "Patrícia", "Natália", "André", "João"])
+    checked = 0
+    for lead in accented.exclude(email__isnull=True):
+        local = lead.email.split("@")[0]
+        if local.count(".") >= 1 and not local.startswith("contato"):
+            spelled = unicodedata.normalize("NFKD", lead.first_name).encode("ascii", "ignore").decode().lower()
+            assert local.startswith(spelled), lead.email
+            checked += 1
+    assert checked
+    assert all(email.isascii() for email in Lead.objects.exclude(email__isnull=True).values_list("email", flat=True))
 
 
 def test_the_demo_users_have_their_roles_and_can_log_in(client):

@@ -10,6 +10,7 @@ then the demo's reps work some of them through the lead services.
 import datetime
 import json
 import random
+import unicodedata
 from decimal import Decimal
 from pathlib import Path
 
@@ -282,7 +283,7 @@ class Command(BaseCommand):
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
             services.lead_create(
                 actor=rng.choice(reps), first_name=first, last_name=last,
-                email=f"{first}.{last}.feira{number}@example.com.br".lower().encode("ascii", "ignore").decode(),
+                email=_ascii(f"{first}.{last}.feira{number}@example.com.br"),
                 company=f"{rng.choice(COMPANY_PREFIXES)} {rng.choice(COMPANY_WORDS)}", state="SP",
                 city=rng.choice(SP_CITIES), interest="paletes (contato da feira)",
             )
@@ -293,9 +294,9 @@ class Command(BaseCommand):
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         company = f"{rng.choice(COMPANY_PREFIXES)} {rng.choice(COMPANY_WORDS)}"
         domain = rng.choice(FREE_MAIL) if rng.random() < 0.3 else (
-            company.lower().replace(" ", "").encode("ascii", "ignore").decode() + ".com.br"
+            _ascii(company.replace(" ", "")) + ".com.br"
         )
-        local = f"{first}.{last}".lower().encode("ascii", "ignore").decode()
+        local = _ascii(f"{first}.{last}")
         roll = rng.random()
         if roll < 0.62:
             state, city = "SP", rng.choice(SP_CITIES)
@@ -386,3 +387,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Leads by temperature: {by_temperature}")
         self.stdout.write(f"Demo users (password '{DEMO_PASSWORD}'): "
                           + ", ".join(f"{name} ({group or 'superuser'})" for name, _, _, group in USERS))
+
+
+def _ascii(text):
+    """Lower-case ASCII for an email address: "Otávio" is "otavio", not "otvio"."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
