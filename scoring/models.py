@@ -5,6 +5,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from . import engine
+from .labels import OPERATOR_CHOICES
 
 
 class Ruleset(models.Model):
@@ -84,7 +85,7 @@ class Rule(models.Model):
         help_text=_("A lead field (state, interest, budget…), attributes.<key>, or submissions / email_opens / "
                     "email_clicks (counted over the window)."),
     )
-    operator = models.CharField(_("operator"), max_length=20, choices=[(op, op) for op in engine.OPERATORS])
+    operator = models.CharField(_("operator"), max_length=20, choices=OPERATOR_CHOICES)
     value = models.JSONField(
         _("value"), null=True, blank=True, help_text=_('A text, a number, or a list: ["SP", "RJ"].')
     )

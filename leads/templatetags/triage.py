@@ -101,3 +101,44 @@ def _lead_url_pattern():
     marker = 918273645
     prefix, suffix = reverse("leads:detail", args=[marker]).split(str(marker))
     return lambda pk: f"{prefix}{pk}{suffix}"
+
+
+@register.filter
+def criterion(item):
+    """What a matched rule of an explanation looked at, in words ("State is not one of SP")."""
+    from scoring.labels import criterion as words
+
+    return words(item.get("field", ""), item.get("operator", ""), item.get("value"))
+
+
+CURRENCY_SYMBOLS = {"BRL": "R$", "USD": "US$", "EUR": "€"}
+
+
+@register.filter
+def money(value, currency="BRL"):
+    """``lead.budget|money:lead.budget_currency``: "R$ 150.000,00" in pt-BR, "R$ 150,000.00" in English."""
+    if value is None or value == "":
+        return "—"
+    amount = formats.number_format(value, 2, use_l10n=True, force_grouping=True)
+    return f"{CURRENCY_SYMBOLS.get(currency or 'BRL', currency)} {amount}"
+
+
+@register.filter
+def seen(item):
+    """The lead's value a matched rule saw, numbers in the reader's format."""
+    from decimal import Decimal, InvalidOperation
+
+    from scoring import engine
+    from scoring.labels import value_text
+
+    value = item.get("seen")
+    if value is None or value == "" or value == []:
+        return "—"
+    numeric = item.get("field") in engine.NUMBER_FIELDS or item.get("field") in engine.ENGAGEMENT_FIELDS \
+        or not item.get("field")
+    if numeric and isinstance(value, str | int | float):
+        try:
+            value = Decimal(str(value))
+        except InvalidOperation:
+            pass
+    return value_text(value)

@@ -256,6 +256,45 @@ def test_the_lead_page_explains_the_score(client, rep):
             assert item["name"] in body
 
 
+def test_the_explanation_says_each_rule_in_words_and_money_in_the_readers_format(client, rep):
+    from scoring import services as scoring
+    from tests.scoring.factories import pallet_ruleset
+
+    scoring.ruleset_activate(ruleset=pallet_ruleset())
+    lead = LeadFactory(state="MG", budget=150000, company_size=80, email="rafael.barbosa@yahoo.com.br")
+    scoring.lead_qualify(lead=lead)
+    client.force_login(rep)
+    body = client.get(lead.get_absolute_url()).content.decode()
+    # Not the rule's codes ("state not_in SP", "company_size gte 50") but words.
+    assert "not_in" not in body and " gte " not in body
+    assert "State (UF) is not one of SP" in body or "is not one of SP" in body
+    assert "is at least 50" in body
+    assert "R$ 150,000.00" in body
+
+    client.post(reverse("set_language"), {"language": "pt-br", "next": "/leads/"})
+    body = client.get(lead.get_absolute_url()).content.decode()
+    assert "não é nenhum de SP" in body and "é pelo menos 50" in body
+    assert "R$ 150.000,00" in body
+
+
+def test_every_operator_has_words_in_both_languages():
+    from django.utils import translation
+
+    from scoring import engine
+    from scoring.labels import OPERATOR_LABELS, criterion
+
+    assert set(OPERATOR_LABELS) == set(engine.OPERATORS)
+    with translation.override("en"):
+        assert criterion("budget", "between", [5000, 20000]) == "Budget is between 5,000 and 20,000"
+        assert criterion("job_title", "is_empty", None) == "Job title is empty"
+        assert criterion("attributes.segmento", "in", ["varejo", "indústria"]) == "segmento is one of varejo, indústria"
+        assert criterion("submissions", "gte", 2) == "Form submissions is at least 2"
+    with translation.override("pt-br"):
+        assert criterion("budget", "between", [5000, 20000]) == "Orçamento está entre 5.000 e 20.000"
+        for operator in engine.OPERATORS:
+            assert str(OPERATOR_LABELS[operator]) != operator.replace("_", " ") or operator == "matches"
+
+
 def test_pt_br_pages_show_translated_labels(client, rep):
     qualified()
     client.force_login(rep)
