@@ -12,7 +12,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Max, Min, Q
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from config.db import database_unavailable, is_write_conflict
 from leads.models import Form, Lead, LeadEvent, LeadStatus, Reason, Source, StatusSetBy
@@ -278,10 +279,13 @@ def compile_ruleset(ruleset, *, now):
 
 
 def _reason_ids():
-    Reason.objects.get_or_create(
-        slug=engine.BELOW_THRESHOLD,
-        defaults={"label": "Below the qualification threshold", "kind": Reason.Kind.DISQUALIFIED},
-    )
+    if not Reason.objects.filter(slug=engine.BELOW_THRESHOLD).exists():
+        # Data from then on, which marketers may rename: labelled in the site's language.
+        with translation.override(settings.LANGUAGE_CODE):
+            label = gettext("Below the qualification threshold")
+        Reason.objects.get_or_create(
+            slug=engine.BELOW_THRESHOLD, defaults={"label": label, "kind": Reason.Kind.DISQUALIFIED},
+        )
     return dict(Reason.objects.values_list("slug", "pk"))
 
 

@@ -41,3 +41,22 @@ def test_a_wrong_rule_is_explained_in_portuguese(marketer, client):
         with pytest.raises(Exception) as caught:
             rule.full_clean()
         assert caught.value.message_dict["operator"] == ["The operator 'contains' does not fit the field 'budget'."]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("language", "label"), [("en", "Below the qualification threshold"),
+                                                  ("pt-br", "Abaixo da pontuação mínima")])
+def test_the_rules_own_reason_is_created_in_the_sites_language_and_then_is_data(settings, language, label):
+    from django.utils import timezone, translation
+
+    from leads.models import Reason
+
+    settings.LANGUAGE_CODE = language
+    ruleset = pallet_ruleset()
+    with translation.override("en" if language == "pt-br" else "pt-br"):  # whatever the request's language
+        services.compile_ruleset(ruleset, now=timezone.now())
+    reason = Reason.objects.filter(slug="below_threshold").first()
+    assert reason.label == label
+    Reason.objects.filter(pk=reason.pk).update(label="Pontuação baixa")  # a marketer renamed it
+    services.compile_ruleset(ruleset, now=timezone.now())
+    assert Reason.objects.filter(slug="below_threshold").first().label == "Pontuação baixa"

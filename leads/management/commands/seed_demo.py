@@ -69,6 +69,8 @@ REASONS = [
     ("wrong_product_line", "Linha de produto diferente", Reason.Kind.DISQUALIFIED),
     ("no_contact", "Não respondeu aos contatos", Reason.Kind.DISQUALIFIED),
     ("competitor", "Concorrente", Reason.Kind.OUT_OF_FOCUS),
+    # The rules' own reason (scoring creates it when missing): in the demo company's language.
+    ("below_threshold", "Abaixo da pontuação mínima", Reason.Kind.DISQUALIFIED),
 ]
 
 CONSENT_TEXT = "Aceito receber contatos e conteúdos da Paletes Bandeirantes por e-mail e telefone."
