@@ -1,11 +1,14 @@
+from django import forms
 from django.contrib import admin, messages
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import admin_views, services
 from .models import (
+    WEEKDAYS,
     Delivery,
     EmailTemplate,
     Enrollment,
@@ -94,8 +97,26 @@ class SequenceStepInline(admin.TabularInline):
     autocomplete_fields = ["template"]
 
 
+class SequenceAdminForm(forms.ModelForm):
+    """The send days as the weekdays' names to tick, not a JSON list of numbers."""
+
+    send_days = forms.TypedMultipleChoiceField(
+        label=capfirst(_("send on")), choices=WEEKDAYS, coerce=int, widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": _("Tick at least one weekday.")},
+    )
+
+    class Meta:
+        model = Sequence
+        fields = ["name", "slug", "segment", "active", "allow_reentry", "send_days", "send_from_hour",
+                  "send_until_hour", "time_zone", "exit_on_qualified", "exit_on_converted", "exit_on_out_of_focus"]
+
+    def clean_send_days(self):
+        return sorted(set(self.cleaned_data["send_days"]))
+
+
 @admin.register(Sequence)
 class SequenceAdmin(admin.ModelAdmin):
+    form = SequenceAdminForm
     list_display = ["name", "segment", "active", "allow_reentry", "step_count", "active_enrollments"]
     list_filter = ["active"]
     search_fields = ["name", "slug"]

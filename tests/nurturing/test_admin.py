@@ -60,3 +60,23 @@ def test_the_sequence_admin_saves_steps_and_validates_the_window(marketer_client
     with pytest.raises(ValidationError) as error:
         bad.full_clean()
     assert {"send_days", "send_until_hour", "time_zone"} <= set(error.value.message_dict)
+
+
+def test_the_send_days_are_weekdays_to_tick_not_a_json_list(marketer_client):
+    seq = sequence(steps=())
+    page = marketer_client.get(f"/admin/nurturing/sequence/{seq.pk}/change/", HTTP_ACCEPT_LANGUAGE="pt-BR")
+    body = page.content.decode()
+    assert 'type="checkbox" name="send_days" value="5"' in body and "Sábado" in body
+    form = {"name": seq.name, "slug": seq.slug, "segment": "", "active": "on", "send_days": ["4", "0", "2"],
+            "send_from_hour": "9", "send_until_hour": "17", "time_zone": "America/Sao_Paulo",
+            "steps-TOTAL_FORMS": "0", "steps-INITIAL_FORMS": "0", "steps-MIN_NUM_FORMS": "0",
+            "steps-MAX_NUM_FORMS": "1000"}
+    response = marketer_client.post(f"/admin/nurturing/sequence/{seq.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    seq.refresh_from_db()
+    assert seq.send_days == [0, 2, 4] and (seq.send_from_hour, seq.send_until_hour) == (9, 17)
+
+    response = marketer_client.post(f"/admin/nurturing/sequence/{seq.pk}/change/", {**form, "send_days": []})
+    assert response.status_code == 200 and "Tick at least one weekday." in response.content.decode()
+    seq.refresh_from_db()
+    assert seq.send_days == [0, 2, 4]
