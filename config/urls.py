@@ -35,6 +35,7 @@ urlpatterns = [
     path("leads/", include("leads.urls")),
     # Nurture email links (/n/u/, /n/o/, /n/c/) and the enroll/remove form posts (/nurturing/...).
     path("", include("nurturing.urls")),
-    # Provider webhooks (anymail): /anymail/<provider>/tracking/ (bounces, complaints) and /inbound/ (the unsubscribe mailbox)
+    # Provider webhooks (anymail): /anymail/<provider>/tracking/ (bounces, complaints) and
+    # /anymail/<provider>/inbound/ (mail to the unsubscribe mailbox).
     path("anymail/", include("anymail.urls")),
 ]

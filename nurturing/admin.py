@@ -54,7 +54,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
     search_fields = ["name", "subject"]
     readonly_fields = ["created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "subject", "html_body", "text_body"],
+        (None, {"fields": ["name", "language", "subject", "html_body", "text_body"],
                 "description": _("Django template syntax: {{ lead.first_name }}, {{ lead.company }}, "
                                  "{{ unsubscribe_url }}, {{ sender_name }}. The footer with the sender's "
                                  "address and the unsubscribe link is added to every message.")}),

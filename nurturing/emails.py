@@ -16,6 +16,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template import Context, Template
 from django.template.loader import get_template
 from django.urls import reverse
+from django.utils import translation
 
 UNSUBSCRIBE_SALT = "nurturing.unsubscribe"
 CLICK_SALT = "nurturing.click"
@@ -205,7 +206,9 @@ class CompiledTemplate:
             "sender_name": settings.FUNIL_SENDER_NAME, "sender_address": settings.FUNIL_SENDER_ADDRESS,
             "unsubscribe_url": unsubscribe,
         }
-        return self.footer_html.render(context), self.footer_text.render(context)
+        # In the email's language, whatever the language of the request or worker that sends it.
+        with translation.override(self.template.language or settings.LANGUAGE_CODE):
+            return self.footer_html.render(context), self.footer_text.render(context)
 
 
 def template_context(*, lead, unsubscribe):

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -87,6 +88,10 @@ def default_send_days():
     return [0, 1, 2, 3, 4]
 
 
+def default_email_language():
+    return settings.LANGUAGE_CODE
+
+
 class EmailTemplate(models.Model):
     """A nurture email a marketer writes: Django template syntax with ``lead`` (the
     recipient), ``unsubscribe_url``, ``sender_name`` and ``sender_address`` in scope.
@@ -97,6 +102,11 @@ class EmailTemplate(models.Model):
     html_body = models.TextField(_("HTML body"))
     text_body = models.TextField(
         _("text body"), blank=True, help_text=_("Leave empty to derive it from the HTML body."),
+    )
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES, default=default_email_language,
+        help_text=_("The language you write this email in: the footer Funil adds (why the person receives it, "
+                    "the unsubscribe link) is written in it too."),
     )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)

@@ -7,8 +7,8 @@ HTML = """<html><body><p>Olá {{ lead.first_name }},</p>
 <ul><li>PBR</li><li>Sob medida</li></ul></body></html>"""
 
 
-def template(name="Boas-vindas", subject="Olá {{ lead.first_name }}", html=HTML, text=""):
-    return EmailTemplate.objects.create(name=name, subject=subject, html_body=html, text_body=text)
+def template(name="Boas-vindas", subject="Olá {{ lead.first_name }}", html=HTML, text="", language="pt-br"):
+    return EmailTemplate.objects.create(name=name, subject=subject, html_body=html, text_body=text, language=language)
 
 
 def disqualified_segment(slug="sem-orcamento"):

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.core import mail
 from django.test import Client
@@ -22,12 +24,22 @@ def marketer_client(marketer):
 def test_the_preview_renders_the_template_for_a_chosen_lead(marketer_client, make_disqualified):
     lead = make_disqualified(first_name="Joana", company="Pallets Joana")
     tpl = template()
+    change = marketer_client.get(f"/admin/nurturing/emailtemplate/{tpl.pk}/change/").content.decode()
+    assert f'href="/admin/nurturing/emailtemplate/{tpl.pk}/preview/" id="preview-link"' in change
 
     response = marketer_client.get(f"/admin/nurturing/emailtemplate/{tpl.pk}/preview/?lead={lead.pk}")
 
     assert response.status_code == 200
     content = response.content.decode()
     assert "Olá Joana" in content and "Pallets Joana" in content and "List-Unsubscribe" in content
+    # The whole message is inside the frame's srcdoc, with or without <html><body>: its quotes escaped, so
+    # a link does not end the attribute.
+    for html in (tpl.html_body, '<p>Olá {{ lead.first_name }}: <a href="https://example.com/paletes">veja</a></p>'):
+        tpl.html_body = html
+        tpl.save()
+        page = marketer_client.get(f"/admin/nurturing/emailtemplate/{tpl.pk}/preview/?lead={lead.pk}")
+        srcdoc = re.search(r'<iframe sandbox="" srcdoc="([^"]*)"', page.content.decode()).group(1)
+        assert "href=&quot;https://example.com/paletes" in srcdoc and "Cancelar inscrição" in srcdoc
     sample = marketer_client.get(f"/admin/nurturing/emailtemplate/{tpl.pk}/preview/?lead=999999")
     assert sample.status_code == 200 and "Ana" in sample.content.decode()
 

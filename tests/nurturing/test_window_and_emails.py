@@ -87,3 +87,20 @@ def test_a_written_text_body_is_used_as_it_is():
     message, _ = emails.build_message(template=template(text="Oi {{ lead.first_name }} & cia"), lead=lead,
                                       to=lead.email)
     assert message.body.startswith("Oi Caio & cia")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("language", "worker_language", "footer", "unsubscribe"), [
+    ("pt-br", "en", "Você recebe este e-mail porque entrou em contato conosco.", "Cancelar inscrição"),
+    ("en", "pt-br", "You receive this email because you contacted us.", "Unsubscribe"),
+])
+def test_the_footer_is_in_the_emails_language_whatever_the_senders(language, worker_language, footer, unsubscribe):
+    from django.utils import translation
+
+    lead = LeadFactory(first_name="Joana")
+    with translation.override(worker_language):  # a Celery worker runs in LANGUAGE_CODE; a request in the reader's
+        message, _ = emails.build_message(template=template(language=language), lead=lead, to=lead.email,
+                                          delivery_id=5)
+    html = message.alternatives[0][0]
+    assert footer in message.body and footer in html
+    assert f"{unsubscribe}:" in message.body and f">{unsubscribe}</a>" in html

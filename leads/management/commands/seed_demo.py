@@ -252,7 +252,8 @@ class Command(BaseCommand):
         ]
         for position, (days, subject, html) in enumerate(steps, start=1):
             template, _ = EmailTemplate.objects.get_or_create(name=f"Sem orçamento {position}",
-                                                              defaults={"subject": subject, "html_body": html})
+                                                              defaults={"subject": subject, "html_body": html,
+                                                                        "language": "pt-br"})
             SequenceStep.objects.create(sequence=sequence, position=position, template=template, delay_days=days)
 
     # --- the leads -------------------------------------------------------------------------------
