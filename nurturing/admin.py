@@ -38,7 +38,9 @@ class SegmentAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug", "description"]
     prepopulated_fields = {"slug": ["name"]}
     list_select_related = ["created_by"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["leads_now", "created_at", "updated_at"]
+    fields = ["name", "slug", "description", "filters", "leads_now", "created_by", "shared", "created_at",
+              "updated_at"]
 
     @admin.display(description=_("leads now"))
     def lead_count(self, obj):
@@ -46,6 +48,18 @@ class SegmentAdmin(admin.ModelAdmin):
             return segment_leads(segment=obj).count()
         except InvalidSegment:
             return _("invalid filters")
+
+    @admin.display(description=_("leads now"))
+    def leads_now(self, obj):
+        """How many leads the filters hold now, and the inbox showing them (where a segment
+        is best made: filter the list, then "Save this view")."""
+        if obj is None or obj.pk is None:
+            return _("Filter the inbox, then “Save this view as”, to make a segment without writing its filters.")
+        count = self.lead_count(obj)
+        if not isinstance(count, int):
+            return count
+        return format_html('{} · <a href="{}?{}">{}</a>', count, reverse("leads:inbox"), obj.query_string(),
+                           _("see them in the inbox"))
 
 
 @admin.register(EmailTemplate)

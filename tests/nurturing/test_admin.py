@@ -92,3 +92,15 @@ def test_the_send_days_are_weekdays_to_tick_not_a_json_list(marketer_client):
     assert response.status_code == 200 and "Tick at least one weekday." in response.content.decode()
     seq.refresh_from_db()
     assert seq.send_days == [0, 2, 4]
+
+
+def test_a_segments_page_counts_its_leads_now_and_opens_them_in_the_inbox(marketer_client, make_disqualified):
+    from .factories import disqualified_segment
+
+    make_disqualified(first_name="Joana")
+    make_disqualified(first_name="Bia")
+    segment = disqualified_segment()
+    body = marketer_client.get(f"/admin/nurturing/segment/{segment.pk}/change/").content.decode()
+    assert re.search(r'2 · <a href="/leads/\?status=disqualified">see them in the inbox</a>', body)
+    add = marketer_client.get("/admin/nurturing/segment/add/").content.decode()
+    assert "Save this view as" in add
