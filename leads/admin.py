@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
 from django.utils.translation import gettext_lazy as _
 
 from . import embed, hotcache, importer, services
@@ -98,7 +98,9 @@ class FormAdmin(_ForgetsCaptureCache, admin.ModelAdmin):
             '<p>{}</p><textarea readonly rows="18" style="width:100%;font-family:monospace" '
             'onclick="this.select()">{}</textarea>',
             _("Paste this into the landing page. The form works with JavaScript off; the script is optional."),
-            embed.snippet(obj),
+            # Escaped even though it is rendered markup: a </textarea> in it (the message field's) would
+            # end this box and the rest would become part of the admin page.
+            escape(embed.snippet(obj)),
         )
 
 
