@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -10,6 +11,7 @@ from django.utils.html import escape, format_html
 from django.utils.translation import gettext_lazy as _
 
 from . import embed, hotcache, importer, services
+from .forms import FormAdminForm
 from .models import (
     AssignmentRule,
     Consent,
@@ -72,6 +74,9 @@ class ReasonAdmin(admin.ModelAdmin):
 
 @admin.register(Form)
 class FormAdmin(_ForgetsCaptureCache, admin.ModelAdmin):
+    form = FormAdminForm
+    # A success URL typed without a scheme is https (Django 6's default, said now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "slug", "source", "consent_required", "active", "created_at"]
     list_filter = ["active", "source", "consent_required"]
     search_fields = ["name", "slug"]

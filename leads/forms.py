@@ -3,11 +3,12 @@
 import datetime
 
 from django import forms
+from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import selectors
-from .models import Fit, LeadStatus, Reason
+from .models import Fit, Form, LeadStatus, Reason
 
 
 def _reasons(status):
@@ -133,3 +134,82 @@ class BulkForm(forms.Form):
 
 class SaveViewForm(forms.Form):
     name = forms.CharField(label=_("Save this view as"), max_length=120)
+
+
+class FieldNamesField(forms.CharField):
+    """A list of form field names typed as text: "name, email, phone" (commas, spaces or
+    new lines), stored as the JSON list the model keeps. Each name is checked like the
+    API checks it (``services._FIELD_NAME``), and may appear once."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 2, "cols": 90}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value):
+        import re
+
+        from .services import _FIELD_NAME
+
+        text = super().to_python(value) or ""
+        names = [name for name in re.split(r"[\s,;]+", text.strip()) if name]
+        wrong = [name for name in names if not re.fullmatch(_FIELD_NAME, name)]
+        if wrong:
+            raise forms.ValidationError(
+                _("Not a field name: %(names)s. Use letters, digits, “-” and “_”, at most 50 characters."),
+                params={"names": ", ".join(wrong)}, code="invalid",
+            )
+        if len(set(names)) != len(names):
+            raise forms.ValidationError(_("Each field may be listed once."), code="duplicate")
+        return names
+
+
+def _urls_assume_https(field, **kwargs):
+    """A URL typed without a scheme is https (Django 6's default, said now)."""
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
+class FormAdminForm(forms.ModelForm):
+    """The form's fields as text lists rather than JSON."""
+
+    fields = FieldNamesField(
+        label=_("Accepted fields"),
+        help_text=_("Separated by commas, e.g. name, email, phone, company. Standard fields: %(standard)s. Other "
+                    "names are kept as custom fields of the lead. Empty: the usual contact fields."),
+    )
+    required_fields = FieldNamesField(
+        label=_("Required fields"),
+        help_text=_("Separated by commas. A lead always needs an email or a phone."),
+    )
+
+    class Meta:
+        model = Form
+        formfield_callback = _urls_assume_https
+        fields = ["name", "slug", "source", "default_interest", "active", "fields", "required_fields",
+                  "honeypot_field", "success_url", "thank_you_message", "consent_text", "consent_version",
+                  "consent_required", "allowed_origins"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["fields"]
+        field.help_text = field.help_text % {"standard": ", ".join(Form.STANDARD_FIELDS)}
+
+    def clean(self):
+        cleaned = super().clean()
+        accepted = cleaned.get("fields")
+        required = cleaned.get("required_fields")
+        if accepted and required:
+            from .capture import ALWAYS_ACCEPTED
+
+            missing = [name for name in required if name not in set(accepted) | set(ALWAYS_ACCEPTED)]
+            if missing:
+                self.add_error("required_fields", _("Required fields must also be accepted: %(names)s.")
+                               % {"names": ", ".join(missing)})
+        return cleaned
