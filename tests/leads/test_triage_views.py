@@ -57,6 +57,19 @@ def test_filters_in_the_url_narrow_the_list_and_clearing_them_shows_everyone(cli
     assert sorted(everyone) == ["João Paulista", "Maria Carioca", "Nova Lead"]
 
 
+def test_the_reason_filter_lists_the_reasons_and_narrows_to_one(client, rep):
+    no_budget = ReasonFactory(slug="no_budget", label="Sem orçamento agora")
+    elsewhere = ReasonFactory(slug="outside", label="Fora da área")
+    for (first, last), reason in ((("Sem", "Verba"), no_budget), (("Longe", "Demais"), elsewhere)):
+        services.lead_change_status(lead=LeadFactory(first_name=first, last_name=last),
+                                    status=LeadStatus.DISQUALIFIED, reason=reason)
+    client.force_login(rep)
+    page = client.get(reverse("leads:inbox"), {"status": "disqualified", "reason": "no_budget"})
+    assert names(page) == ["Sem Verba"]
+    assert '<option value="no_budget" selected>Sem orçamento agora</option>' in page.content.decode()
+    assert '<option value="outside">Fora da área</option>' in page.content.decode()
+
+
 def test_bad_filters_answer_with_the_error_not_a_crash(client, rep):
     client.force_login(rep)
     response = client.get(reverse("leads:inbox"), {"score_min": "lots", "created_after": "yesterday"})
