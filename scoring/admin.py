@@ -307,7 +307,7 @@ def rule_summary(rule):
 class RescoreJobAdmin(admin.ModelAdmin):
     list_display = ["number", "kind", "ruleset", "status", "progress_display", "leads_seen", "leads_changed",
                     "status_changes", "created_at", "duration_display"]
-    list_filter = ["status", "kind", "dry_run"]
+    list_filter = ["status", "kind"]
     list_select_related = ["ruleset"]
     search_fields = ["ruleset__name"]
     date_hierarchy = "created_at"

@@ -167,7 +167,6 @@ class RescoreJob(models.Model):
     ruleset = models.ForeignKey(Ruleset, on_delete=models.CASCADE, related_name="jobs", verbose_name=_("ruleset"))
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.MANUAL)
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
-    dry_run = models.BooleanField(_("dry run"), default=False)
     first_id = models.BigIntegerField(_("first lead id"), default=0)
     last_id = models.BigIntegerField(_("last lead id"), default=0)
     done_through_id = models.BigIntegerField(_("done through lead id"), default=0)

@@ -251,8 +251,8 @@ def ruleset_activate(*, ruleset, actor=None):
     return job
 
 
-def rescore_job_create(*, ruleset, kind=RescoreJob.Kind.MANUAL, dry_run=False):
-    job = RescoreJob.objects.create(ruleset=ruleset, kind=kind, dry_run=dry_run)
+def rescore_job_create(*, ruleset, kind=RescoreJob.Kind.MANUAL):
+    job = RescoreJob.objects.create(ruleset=ruleset, kind=kind)
     transaction.on_commit(lambda: _enqueue(job))
     return job
 

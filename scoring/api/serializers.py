@@ -90,7 +90,7 @@ class RescoreJobOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RescoreJob
-        fields = ["id", "ruleset", "kind", "status", "dry_run", "progress", "leads_seen", "leads_changed",
+        fields = ["id", "ruleset", "kind", "status", "progress", "leads_seen", "leads_changed",
                   "status_changes", "transitions", "error", "created_at", "started_at", "heartbeat_at",
                   "finished_at"]
         read_only_fields = fields
