@@ -33,12 +33,12 @@ def unsubscribe(request, token):
     try:
         lead_id, delivery_id = emails.read_unsubscribe_token(token)
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        return render(request, "nurturing/unsubscribe.html", {"invalid": True}, status=404)
+        return render(request, "nurturing/unsubscribe.html", {"invalid": True, **_sender()}, status=404)
     if request.method == "POST":
         one_click = request.POST.get("List-Unsubscribe") == "One-Click"
         services.lead_unsubscribe(lead_id=lead_id, delivery_id=delivery_id, how="one-click" if one_click else "page")
-        return render(request, "nurturing/unsubscribe.html", {"done": True})
-    return render(request, "nurturing/unsubscribe.html", {"token": token})
+        return render(request, "nurturing/unsubscribe.html", {"done": True, **_sender()})
+    return render(request, "nurturing/unsubscribe.html", {"token": token, **_sender()})
 
 
 @never_cache
@@ -115,3 +115,10 @@ def unenroll(request):
     for lead, error in list(errors.items())[:10]:
         messages.warning(request, f"{lead}: {error}")
     return _back(request)
+
+
+def _sender():
+    """Who the person is unsubscribing from: the company that sends, by name."""
+    from django.conf import settings
+
+    return {"sender_name": settings.FUNIL_SENDER_NAME}

@@ -130,7 +130,7 @@ class FormSubmissionView(APIView):
 
 def form_thanks(request, slug):
     form = get_object_or_404(Form, slug=slug)
-    return render(request, "leads/form_thanks.html", {"form": form})
+    return render(request, "leads/form_thanks.html", {"form": form, "sender_name": settings.FUNIL_SENDER_NAME})
 
 
 def _payload(request):

@@ -83,11 +83,16 @@ def test_without_email_the_lead_is_deduplicated_by_phone(client, form):
     assert (lead.email, lead.first_name, lead.company) == (None, "João", "Pallets SA")
 
 
-def test_a_plain_html_form_post_is_redirected_with_303(client, form):
+def test_a_plain_html_form_post_is_redirected_with_303(client, form, settings):
+    settings.FUNIL_SENDER_NAME = "Paletes Teste"
     response = client.post(URL, data={"email": "c@x.com.br", "name": "Caio"})
     assert response.status_code == 303
     assert response["Location"] == "/f/contato/thanks/"
-    assert client.get(response["Location"]).status_code == 200
+    thanks = client.get(response["Location"])
+    assert thanks.status_code == 200
+    # The visitor is on the company's site: its name, not the CRM's, heads the page.
+    assert "<title>Thank you · Paletes Teste</title>" in thanks.content.decode()
+    assert '<span class="brand">Paletes Teste</span>' in thanks.content.decode()
     services.form_update(form=form, success_url="https://site.example/obrigado")  # as admin and the API do
     response = client.post(URL, data={"email": "d@x.com.br"})
     assert (response.status_code, response["Location"]) == (303, "https://site.example/obrigado")

@@ -108,8 +108,9 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(make_disqualified):
     assert response.status_code == 200
     assert b"<form method=\"post\"" in response.content
     assert not Suppression.objects.exists()
-    with override_settings(LANGUAGE_CODE="pt-br"):
-        assert "Cancelar" in Client(headers={"accept-language": "pt-br"}).get(f"/n/u/{token}/").content.decode()
+    with override_settings(LANGUAGE_CODE="pt-br", FUNIL_SENDER_NAME="Paletes Teste"):
+        page = Client(headers={"accept-language": "pt-br"}).get(f"/n/u/{token}/").content.decode()
+        assert "Cancelar" in page and "Deixar de receber e-mails de Paletes Teste?" in page
 
 
 def test_a_forged_unsubscribe_token_is_refused(make_disqualified):
