@@ -29,6 +29,7 @@ servers the others start. Nothing here touches the machine's own Redis or Postgr
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -357,8 +358,11 @@ def scenario_bot(args):
         "visitor_answers": dict(visitors), "visitor_leads": leads[1],
     }
     allowed = answers.get(202, 0)
-    # At 30/min per address the bot gets at most 30 a minute through, half of them honeypot hits.
-    ok = (answers.get(429, 0) > 0 and allowed <= 31 * (seconds / 60 + 1) and leads[0] <= (allowed + 1) // 2
+    # At 30/min per address the bot gets at most 30 through per clock minute (fixed windows), half of
+    # them honeypot hits. A run of `seconds` touches at most ceil(seconds / 60) + 1 windows: 15 s across
+    # a minute's turn let 60 through, and so does any run that happens to straddle one.
+    windows = math.ceil(seconds / 60) + 1
+    ok = (answers.get(429, 0) > 0 and allowed <= 30 * windows and leads[0] <= (allowed + 1) // 2
           and visitors.get(202, 0) == result["visitor_posts"] and leads[1] == result["visitor_posts"])
     return result, ok
 
