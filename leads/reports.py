@@ -46,6 +46,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Greatest
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
@@ -152,10 +153,12 @@ def _when(condition, value):
 
 REACHED_QUALIFIED = Q(qualified_at__isnull=False) | Q(status=LeadStatus.CONVERTED)
 CONVERTED = Q(status=LeadStatus.CONVERTED)
-TO_QUALIFY = SecondsBetween(F("created_at"), F("qualified_at"))
+# A lead the rules qualify at capture is stamped in the same moment it is created; a clock read a few
+# milliseconds apart must count as 0 s, not drop the lead from the figure (nor make it negative).
+TO_QUALIFY = Greatest(SecondsBetween(F("created_at"), F("qualified_at")), Value(0.0))
 TO_TOUCH = SecondsBetween(F("qualified_at"), F("first_touched_at"))
 TOUCHED = Q(qualified_at__isnull=False, first_touched_at__isnull=False, first_touched_at__gte=F("qualified_at"))
-QUALIFY_TIMED = Q(qualified_at__isnull=False, qualified_at__gte=F("created_at"))
+QUALIFY_TIMED = Q(qualified_at__isnull=False, qualified_at__gte=F("created_at") - datetime.timedelta(minutes=1))
 
 
 def funnel_aggregates():

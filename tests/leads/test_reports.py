@@ -351,3 +351,25 @@ def test_a_breakdown_beyond_its_largest_groups_counts_and_times_the_others_toget
     alone = reports.times(reports.cohort(period=period))
     assert data.total.qualify_mean == pytest.approx(alone["qualify_mean"])
     assert data.total.touch_median == pytest.approx(alone["touch_median"])
+
+
+def test_a_lead_the_rules_qualify_at_capture_counts_in_time_to_qualify_as_zero(client):
+    """The capture stamps qualified_at a few milliseconds before the row's created_at:
+    such a lead counted in no time-to-qualify figure, so the dashboard showed "–"."""
+    from tests.factories import FormFactory
+
+    scoring_services.ruleset_activate(ruleset=pallet_ruleset())
+    form = FormFactory(slug="orcamento", fields=["name", "email", "state", "interest", "job_title", "company_size",
+                                                 "budget"])
+    response = client.post(f"/api/v1/forms/{form.slug}/submissions/", {
+        "name": "Rita Lopes", "email": "rita@paletes.com.br", "state": "SP", "interest": "Paletes PBR",
+        "job_title": "Diretor de Logística", "company_size": "120", "budget": "20.000"},
+        content_type="application/json", HTTP_ACCEPT="application/json")
+    assert response.status_code == 202
+    lead = Lead.objects.get(email="rita@paletes.com.br")
+    assert lead.status == LeadStatus.QUALIFIED and lead.qualified_at is not None
+    today = timezone.localdate()
+    total = reports.dashboard(period=reports.Period(start=today - timedelta(days=1), end=today)).total
+    assert total.qualified == 1
+    assert total.qualify_mean == pytest.approx(0, abs=1) and total.qualify_median == pytest.approx(0, abs=1)
+    assert total.qualify_mean >= 0
