@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -12,6 +13,11 @@ from .health import healthz
 # JSON errors under /api/, Django's pages elsewhere.
 handler404 = "leads.api.errors.not_found"
 handler500 = "leads.api.errors.server_error"
+
+# The marketers' admin is Funil's, not "Django administration".
+admin.site.site_header = _("Funil administration")
+admin.site.site_title = "Funil"
+admin.site.index_title = _("Rules, forms, sequences and imports")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="leads:inbox", permanent=False)),

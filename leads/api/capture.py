@@ -6,10 +6,16 @@ raw submission with its error). The answer never says whether the email was alre
 known.
 """
 
+import re
+
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.text import capfirst
+from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -116,10 +122,13 @@ class FormSubmissionView(APIView):
     def _answer(self, request, form, submission):
         wants_html = _is_browser_form_post(request)
         if submission.status == Submission.Status.INVALID:
-            errors = {field: [message] if isinstance(message, str) else message
+            # Stored as written (English); said in the request's language.
+            errors = {field: [error_text(item) for item in ([message] if isinstance(message, str) else message)]
                       for field, message in submission.errors.items()}
             if wants_html:
-                return render(request._request, "leads/form_errors.html", {"form": form, "errors": errors}, status=400)
+                rows = [(field_label(field), messages) for field, messages in errors.items()]
+                return render(request._request, "leads/form_errors.html",
+                              {"form": form, "errors": rows, "sender_name": settings.FUNIL_SENDER_NAME}, status=400)
             return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
         # Processed, spam, or kept for a replay: the sender sees the same success.
         if wants_html:
@@ -172,3 +181,45 @@ def _client_ip(request):
 def _is_browser_form_post(request):
     content_type = (request.content_type or "").split(";")[0].strip()
     return content_type in FORM_CONTENT_TYPES and "application/json" not in request.headers.get("Accept", "")
+
+
+# What capture (leads/capture.py, leads/normalize.py) writes on a submission, listed for the
+# translators: the submission keeps the English text, ``error_text`` says it in the reader's.
+_CAPTURE_MESSAGES = (
+    gettext_noop("Expected a single value."),
+    gettext_noop("Enter the two-letter country code, e.g. BR."),
+    gettext_noop("Consent is required."),
+    gettext_noop("This field is required."),
+    gettext_noop("Enter an email address or a phone number."),
+    gettext_noop("Enter a valid email address."),
+    gettext_noop("Enter a valid phone number."),
+    gettext_noop("Enter the state as its two-letter code."),
+    gettext_noop("Enter a Brazilian state (UF code or name)."),
+    gettext_noop("The budget cannot be negative."),
+    gettext_noop("The budget is too large."),
+    gettext_noop("Enter an amount, e.g. 5000, 5.000,00 or 5k."),
+    gettext_noop("Enter the number of employees, e.g. 50 or 51-200."),
+    gettext_noop("The body must be a JSON object."),
+)
+_TOO_LONG = re.compile(r"Ensure this field has no more than (\d+) characters\.")
+
+
+def error_text(message):
+    """A stored capture error in the active language (unknown text is shown as it is)."""
+    match = _TOO_LONG.fullmatch(str(message))
+    if match:
+        return gettext("Ensure this field has no more than %(limit)s characters.") % {"limit": match.group(1)}
+    return gettext(str(message))
+
+
+def field_label(name):
+    """A posted field's name as the person filling the form knows it."""
+    from ..models import Lead
+
+    special = {"name": _("Name"), "consent": _("Consent"), "_raw": _("Form")}
+    if name in special:
+        return special[name]
+    try:
+        return capfirst(Lead._meta.get_field(name).verbose_name)
+    except FieldDoesNotExist:
+        return name

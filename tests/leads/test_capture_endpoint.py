@@ -431,3 +431,28 @@ def test_a_lead_outside_the_area_is_out_of_focus_at_capture(client, form):
     post_json(client, {**GOOD, "state": "Bahia"})
     lead = Lead.objects.get()
     assert (lead.status, lead.reason.slug) == ("out_of_focus", "outside_service_area")
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("pt-BR", ["<strong>E-mail</strong>: Insira um endereço de email válido.",  # DRF's catalogue says this one
+               "<strong>Telefone</strong>: Informe um número de telefone válido.",
+               "<strong>Orçamento</strong>: Informe um valor, por exemplo 5000, 5.000,00 ou 5k."]),
+    ("en", ["<strong>Email</strong>: Enter a valid email address.",
+            "<strong>Phone</strong>: Enter a valid phone number.",
+            "<strong>Budget</strong>: Enter an amount, e.g. 5000, 5.000,00 or 5k."]),
+])
+def test_a_plain_form_post_with_errors_is_answered_in_the_visitors_language_with_field_names(
+        client, form, settings, language, expected):
+    settings.FUNIL_SENDER_NAME = "Paletes Teste"
+    response = client.post(URL, data={"email": "maria@", "phone": "123", "budget": "muito"},
+                           HTTP_ACCEPT_LANGUAGE=language)
+    assert response.status_code == 400
+    page = response.content.decode()
+    for line in expected:
+        assert line in page
+    assert '<span class="brand">Paletes Teste</span>' in page
+    # What is stored stays as written, whatever the visitor's language: the API's default and the admin's.
+    assert Submission.objects.get().errors["email"] == "Enter a valid email address."
+    api = client.post(URL, data=json.dumps({"email": "maria@"}), content_type="application/json",
+                      HTTP_ACCEPT_LANGUAGE=language)
+    assert api.json()["errors"]["email"] == [expected[0].split(": ", 1)[1]]

@@ -474,3 +474,215 @@ def test_a_persons_groups_are_read_once_per_request(rep, django_assert_num_queri
     assert roles.is_sales(rep)
     with django_assert_num_queries(0):
         assert roles.is_sales(rep) and not roles.can_see_reports(rep) and not roles.is_manager(rep)
+
+
+def test_the_header_links_the_dashboard_for_those_who_may_see_it_and_counts_in_the_singular(client, rep, manager):
+    qualified(first_name="Só", last_name="Um")
+    client.force_login(manager)
+    body = client.get(reverse("leads:inbox")).content.decode()
+    assert f'<a href="{reverse("insights:dashboard")}">Dashboard</a>' in body
+    client.force_login(rep)
+    body = client.get(reverse("leads:inbox")).content.decode()
+    assert reverse("insights:dashboard") not in body
+    services.lead_assign(lead=Lead.objects.get(first_name="Só"), owner=rep, actor=rep)
+    body = client.get(reverse("leads:inbox")).content.decode()
+    assert re.search(r'id="count-mine"><strong>1</strong> my open lead</a>', body)
+
+
+def _in_portuguese(client):
+    client.post(reverse("set_language"), {"language": "pt-br", "next": "/leads/"})
+
+
+@pytest.mark.parametrize("typed, amount", [
+    ("15000,50", "15000.50"), ("15.000", "15000.00"), ("15.000,50", "15000.50"), ("R$ 15.000", "15000.00"),
+    ("15k", "15000.00"), ("15000.50", "15000.50"), ("15,000.50", "15000.50"), ("1.500.050", "1500050.00"),
+    ("  R$ 1.234,5 ", "1234.50"),
+])
+def test_the_deal_value_is_typed_as_text_and_read_the_brazilian_way(client, rep, typed, amount):
+    lead = qualified()
+    client.force_login(rep)
+    _in_portuguese(client)
+    page = client.get(lead.get_absolute_url()).content.decode()
+    field = re.search(r'<input [^>]*name="convert-deal_value"[^>]*>', page).group(0)
+    assert 'type="text"' in field and 'inputmode="decimal"' in field
+    response = client.post(reverse("leads:action", args=[lead.pk, "convert"]), {"convert-deal_value": typed})
+    assert response.status_code == 302
+    lead.refresh_from_db()
+    assert (lead.status, str(lead.deal_value)) == (LeadStatus.CONVERTED, amount)
+
+
+@pytest.mark.parametrize("typed, error", [
+    ("quinze mil", "Enter an amount in reais"), ("12,5,3.1", "Enter an amount in reais"),
+    ("-500", "cannot be negative"), ("1.500,555", "at most two decimal places"), ("2000000000000", "too large"),
+])
+def test_an_unreadable_deal_value_is_refused_with_a_clear_error_and_changes_nothing(client, rep, typed, error):
+    lead = qualified()
+    client.force_login(rep)
+    response = client.post(reverse("leads:action", args=[lead.pk, "convert"]), {"convert-deal_value": typed})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert re.search(r'id="id_convert-deal_value-error">[^<]*' + re.escape(error), body)
+    assert f'value="{typed}"' in body  # what was typed is kept, to correct it
+    lead.refresh_from_db()
+    assert lead.status == LeadStatus.QUALIFIED and lead.deal_value is None
+
+
+def _timeline(page):
+    return re.search(r'<ol class="timeline" id="timeline">(.*?)</ol>', page, re.S).group(1)
+
+
+def test_the_timeline_shows_dates_money_and_people_in_the_readers_format(client, manager, rep):
+    from django.contrib.auth import get_user_model
+
+    reason = ReasonFactory()
+    rep.first_name, rep.last_name = "Ana", "Lima"
+    rep.save()
+    gone = get_user_model().objects.create(username="saiu", first_name="Ex", last_name="Vendedor")
+    converted, dropped = qualified(), qualified()
+    services.lead_assign(lead=converted, owner=gone, actor=manager)
+    services.lead_assign(lead=converted, owner=rep, actor=manager)
+    gone.delete()  # its events keep the username, shown as it is
+    client.force_login(rep)
+    client.post(reverse("leads:action", args=[converted.pk, "convert"]), {"convert-deal_value": "1.500.050,5"})
+    client.post(reverse("leads:action", args=[dropped.pk, "claim"]))
+    client.post(reverse("leads:action", args=[dropped.pk, "disqualify"]), {
+        "disqualify-reason": reason.pk, "disqualify-requalify_on": "2099-02-15"})
+
+    english = _timeline(client.get(converted.get_absolute_url()).content.decode())
+    assert "deal value R$ 1,500,050.50" in english and "1500050" not in english
+    assert "— → saiu" in english and "saiu → Ana Lima" in english and "→ ana" not in english.lower().replace(
+        "→ ana lima", "")
+    assert "02/15/2099" in _timeline(client.get(dropped.get_absolute_url()).content.decode())
+    assert "— → Ana Lima" in _timeline(client.get(dropped.get_absolute_url()).content.decode())
+
+    _in_portuguese(client)
+    portuguese = _timeline(client.get(converted.get_absolute_url()).content.decode())
+    assert "valor do negócio R$ 1.500.050,50" in portuguese
+    dropped_page = _timeline(client.get(dropped.get_absolute_url()).content.decode())
+    assert re.search(r'reavaliar em <time datetime="2099-02-15">15/02/2099</time>', dropped_page)
+    assert "2099-02-15</" not in dropped_page
+
+
+def test_the_timeline_names_everyone_of_the_page_in_one_query(client, manager, rep, other_rep):
+    lead = qualified()
+    client.force_login(manager)
+    url = lead.get_absolute_url()
+
+    def queries():
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    services.lead_assign(lead=lead, owner=rep, actor=manager)
+    few = queries()
+    for _round in range(3):
+        services.lead_assign(lead=lead, owner=other_rep, actor=manager)
+        services.lead_assign(lead=lead, owner=rep, actor=manager)
+    assert queries() == few
+    assert "Otto Rep → Rita Rep" in client.get(url).content.decode()
+
+
+def test_bulk_messages_say_one_lead_in_the_singular(client, rep):
+    from ..nurturing.factories import sequence
+
+    nurture = sequence(name="Sem orçamento", slug="sem-orcamento")
+    one, two, three = qualified(), qualified(), qualified()
+    client.force_login(rep)
+    body = client.post(reverse("leads:bulk"), {"action": "claim", "leads": [one.pk]}, follow=True).content.decode()
+    assert "1 lead updated." in body and "1 leads" not in body
+    body = client.post(reverse("leads:bulk"), {"action": "claim", "leads": [two.pk, three.pk]},
+                       follow=True).content.decode()
+    assert "2 leads updated." in body
+    body = client.post(reverse("leads:bulk"), {"action": "enroll", "sequence": nurture.pk, "leads": [one.pk]},
+                       follow=True).content.decode()
+    assert "1 lead enrolled in Sem orçamento." in body
+    _in_portuguese(client)
+    body = client.post(reverse("leads:bulk"), {"action": "unenroll", "sequence": nurture.pk, "leads": [one.pk]},
+                       follow=True).content.decode()
+    assert "1 lead removido de Sem orçamento." in body
+    body = client.post(reverse("leads:bulk"), {"action": "enroll", "sequence": nurture.pk,
+                                               "leads": [two.pk, three.pk]}, follow=True).content.decode()
+    assert "2 leads inscritos em Sem orçamento." in body
+
+
+def test_filter_errors_name_the_filter_as_the_form_labels_it(client, rep):
+    client.force_login(rep)
+    query = {"score_min": "lots", "created_after": "yesterday", "state": "XX", "ordering": "size"}
+    body = client.get(reverse("leads:inbox"), query).content.decode()
+    errors = re.search(r'<div class="error" role="alert">(.*?)</div>', body, re.S).group(1)
+    for label in ("Score at least", "Created on or after", "State (UF)", "Sort by"):
+        assert f"<strong>{label}</strong>: " in errors
+    for code in ("score_min", "created_after", "state", "ordering"):
+        assert code not in errors
+    _in_portuguese(client)
+    errors = re.search(r'<div class="error" role="alert">(.*?)</div>',
+                       client.get(reverse("leads:inbox"), query).content.decode(), re.S).group(1)
+    for label in ("Pontuação mínima", "Criado em ou depois de", "Estado (UF)", "Ordenar por"):
+        assert f"<strong>{label}</strong>: " in errors
+
+
+def test_a_view_with_invalid_filters_is_refused_in_plain_words(client, rep):
+    from nurturing.models import Segment
+
+    client.force_login(rep)
+    response = client.post(reverse("leads:save-view"), {"name": "Ruim", "query": "state=XX&score_min=lots"},
+                           follow=True)
+    body = response.content.decode()
+    message = re.search(r'<ul class="messages"><li class="error">(.*?)</li>', body, re.S).group(1)
+    assert message.startswith("This view cannot be saved: ")
+    assert "State (UF): " in message and "Score at least: " in message
+    assert "&lt;" not in message and "errorlist" not in message and "state:" not in message
+    assert not Segment.objects.exists()
+
+
+def test_a_view_is_its_authors_unless_shared(client, rep, other_rep):
+    from nurturing.models import Segment
+
+    client.force_login(rep)
+    client.post(reverse("leads:save-view"), {"name": "Minhas SP", "query": "owner=me&state=SP"})
+    client.post(reverse("leads:save-view"), {"name": "Quentes", "query": "temperature=hot", "shared": "on"})
+    assert dict(Segment.objects.values_list("slug", "shared")) == {"minhas-sp": False, "quentes": True}
+    assert "Minhas SP" in client.get(reverse("leads:inbox")).content.decode()
+    client.force_login(other_rep)
+    saved = re.search(r'<nav aria-label="Saved views".*?</nav>', client.get(reverse("leads:inbox")).content.decode(),
+                      re.S).group(0)
+    assert "Quentes" in saved and "Minhas SP" not in saved
+
+
+def test_saving_a_view_under_a_taken_name_is_refused_unless_it_is_ones_own(client, rep, other_rep):
+    from nurturing.models import Segment
+
+    from ..nurturing.factories import sequence
+
+    client.force_login(rep)
+    client.post(reverse("leads:save-view"), {"name": "Quentes SP", "query": "temperature=hot&state=SP"})
+    response = client.post(reverse("leads:save-view"), {"name": "Quentes SP", "query": "temperature=hot&state=RJ"})
+    assert response.status_code == 302 and "state=RJ" in response["Location"]  # one's own: replaced
+    assert Segment.objects.get().filters == {"temperature": "hot", "state": "RJ"}
+
+    client.force_login(other_rep)
+    body = client.post(reverse("leads:save-view"), {"name": "quentes sp", "query": "status=new"},
+                       follow=True).content.decode()
+    assert "A view named “Quentes SP” already exists; choose another name." in body
+    assert Segment.objects.get().filters == {"temperature": "hot", "state": "RJ"}
+
+    sequence(name="Nutrição SP", segment=Segment.objects.get())
+    client.force_login(rep)
+    body = client.post(reverse("leads:save-view"), {"name": "Quentes SP", "query": "status=new"},
+                       follow=True).content.decode()
+    assert "decides who enters the nurture sequence “Nutrição SP”" in body
+    assert Segment.objects.get().filters == {"temperature": "hot", "state": "RJ"}
+
+
+@pytest.mark.parametrize("path", ["/dashboard/", "/leads/{pk}/privacy/"])
+def test_a_page_the_person_may_not_open_says_so_in_the_sites_page(client, rep, path):
+    lead = qualified()
+    client.force_login(rep)
+    response = client.get(path.format(pk=lead.pk))
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "<h1>Not allowed</h1>" in body and "Your role does not give access to this page." in body
+    assert 'class="top"' in body and 'href="/leads/" id="to-inbox">Back to the inbox</a>' in body
+    _in_portuguese(client)
+    body = client.get(path.format(pk=lead.pk)).content.decode()
+    assert '<html lang="pt-br">' in body and "Caixa de entrada" in body
