@@ -5,6 +5,7 @@ no chart library. Each SVG has a <title> and <desc> (read by screen readers thro
 import math
 from itertools import count
 
+from django.utils import formats
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
@@ -24,11 +25,13 @@ def _svg(width, height, title, desc, body):
 
 
 def _number(value):
+    """A bar's or point's figure in the reader's format ("17.400", "433,8" in pt-BR)."""
     if value is None:
         return "–"
     if isinstance(value, float) or hasattr(value, "quantize"):
-        return f"{value:,.1f}".rstrip("0").rstrip(".")
-    return f"{value:,}"
+        rounded = round(float(value), 1)
+        return formats.number_format(rounded, 0 if rounded.is_integer() else 1, use_l10n=True, force_grouping=True)
+    return formats.number_format(value, 0, use_l10n=True, force_grouping=True)
 
 
 def funnel(stages, *, title, desc):

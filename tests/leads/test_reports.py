@@ -267,6 +267,13 @@ def test_the_dashboard_page_shows_charts_with_their_numbers(client, world, manag
     html = response.content.decode()
     assert html.count("<svg") >= 8 and "<title" in html and "<desc" in html
     assert 'id="chart-breakdown"' in html and "Anúncios" in html
+    # The bars' figures in the reader's format: the deal value of the period's cohort, 10,000.
+    money = html[html.index('id="chart-money"'):html.index("</svg>", html.index('id="chart-money"'))]
+    assert ">10,000<" in money
+    client.post(reverse("set_language"), {"language": "pt-br", "next": "/"})
+    html = client.get(reverse("insights:dashboard"), {"start": period.start, "end": period.end}).content.decode()
+    money = html[html.index('id="chart-money"'):html.index("</svg>", html.index('id="chart-money"'))]
+    assert ">10.000<" in money
 
 
 def test_a_chart_downloads_as_csv_with_the_same_numbers(client, world, marketer):
