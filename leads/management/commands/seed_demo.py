@@ -86,11 +86,13 @@ FORMS = [
          required_fields=["name", "email", "phone"], consent_required=True),
     dict(slug="newsletter", name="Assine a newsletter", source="newsletter", default_interest="conteúdo sobre paletes",
          fields=["name", "email", "consent", "utm_source", "utm_medium", "utm_campaign"],
-         required_fields=["email"], consent_required=True),
+         required_fields=["email"], consent_required=True,
+         thank_you_message="Inscrição confirmada! A próxima edição da newsletter chega no seu e-mail."),
     dict(slug="ebook-paletes", name="E-book: como escolher paletes", source="ebook",
          default_interest="e-book sobre paletes",
          fields=["name", "email", "company", "job_title", "company_size", "state", "consent"],
-         required_fields=["name", "email"], consent_required=True),
+         required_fields=["name", "email"], consent_required=True,
+         thank_you_message="Pronto! O e-book “Como escolher paletes” está a caminho do seu e-mail."),
 ]
 
 FIRST_NAMES = [
