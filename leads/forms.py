@@ -1,6 +1,7 @@
 """The triage UI's forms: they parse and check input; the views pass the result to one service."""
 
 import datetime
+from decimal import Decimal
 
 from django import forms
 from django.db import models
@@ -49,8 +50,50 @@ class OutOfFocusForm(forms.Form):
     note = forms.CharField(label=_("Note"), required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
+class MoneyField(forms.Field):
+    """An amount in reais typed as text and read the Brazilian way as well as the English
+    one (``normalize.parse_amount``): "15.000", "15.000,50", "R$ 15.000", "15k", "15000.50".
+    Not an ``<input type=number>``: a browser in pt-BR reads "15000,50" there as 1500050
+    and refuses "15.000". Returns a Decimal with two places."""
+
+    widget = forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off", "spellcheck": "false"})
+    default_error_messages = {
+        "invalid": _("Enter an amount in reais, e.g. 15,000.50, 15000 or 15k."),
+        "negative": _("The amount cannot be negative."),
+        "cents": _("Use at most two decimal places (centavos)."),
+        "too_large": _("The amount is too large."),
+    }
+    LIMIT = Decimal("1e12")  # the model's max_digits=14, decimal_places=2
+
+    def to_python(self, value):
+        from .normalize import parse_amount
+
+        if isinstance(value, Decimal):
+            amount = value
+        else:
+            text = str(value or "").strip()
+            if text.startswith("-"):
+                raise forms.ValidationError(self.error_messages["negative"], code="negative")
+            try:
+                amount = parse_amount(text, strict=True)
+            except ValueError:
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+        if amount is None:
+            return None
+        if not amount.is_finite():
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        if amount < 0:
+            raise forms.ValidationError(self.error_messages["negative"], code="negative")
+        if amount >= self.LIMIT:
+            raise forms.ValidationError(self.error_messages["too_large"], code="too_large")
+        if amount != amount.quantize(Decimal("0.01")):
+            raise forms.ValidationError(self.error_messages["cents"], code="cents")
+        return amount.quantize(Decimal("0.01"))
+
+
 class ConvertForm(forms.Form):
-    deal_value = forms.DecimalField(label=_("Deal value (BRL)"), min_value=0, max_digits=14, decimal_places=2)
+    deal_value = MoneyField(label=_("Deal value (BRL)"),
+                            help_text=_("In reais, e.g. 15,000.50, 15000 or 15k."))
     note = forms.CharField(label=_("Note"), required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
@@ -134,6 +177,8 @@ class BulkForm(forms.Form):
 
 class SaveViewForm(forms.Form):
     name = forms.CharField(label=_("Save this view as"), max_length=120)
+    # A view is its author's own unless they share it (most are "my leads in SP").
+    shared = forms.BooleanField(label=_("Share with everyone"), required=False)
 
 
 class FieldNamesField(forms.CharField):

@@ -99,19 +99,46 @@ def normalize_budget(value):
     elif isinstance(value, float):
         amount = Decimal(str(value))
     else:
-        text = fold(value).replace("r$", "").replace("brl", "").replace(" ", "")
-        if not text:
+        amount = parse_amount(value)
+        if amount is None:
             return None
-        match = re.fullmatch(r"([0-9.,]+)(k|mil|mi|m)?", text)
-        if not match:
-            raise ValueError("Enter an amount, e.g. 5000, 5.000,00 or 5k.")
-        digits, suffix = match.groups()
-        amount = _parse_number(digits) * _MULTIPLIERS.get(suffix or "", Decimal(1))
     if amount < 0:
         raise ValueError("The budget cannot be negative.")
     if amount >= Decimal("1e12"):
         raise ValueError("The budget is too large.")
     return amount.quantize(Decimal("0.01"))
+
+
+# What ``parse_amount(strict=True)`` accepts: a plain number with at most two decimals
+# ("15000", "15000,50"), thousands grouped by threes with one mark and decimals after
+# the other ("15.000", "1.500.050", "15.000,50", "15,000.50"), or a number before a
+# multiplier ("15k", "1,5 mil").
+_PLAIN_AMOUNT = re.compile(r"[0-9]+(?:[.,][0-9]{1,2})?")
+_GROUPED_AMOUNT = re.compile(r"[0-9]{1,3}(?P<mark>[.,])[0-9]{3}(?:(?P=mark)[0-9]{3})*(?:(?!(?P=mark))[.,][0-9]+)?")
+_MULTIPLIED_AMOUNT = re.compile(r"[0-9]+(?:[.,][0-9]+)?")
+
+
+def parse_amount(text, strict=False):
+    """An amount of money as people type it, read the same in any language: 'R$ 15.000',
+    '15.000,50', '15,000.50', '15000.50', '15k', '5,5 mil' -> Decimal, not rounded
+    ('1,505' is one thousand five hundred and five; '1.500,555' keeps its three places,
+    for the caller to refuse or round). '' (or only a currency sign) -> None.
+
+    ``strict``: refuse what only a guess reads, such as '12,5,3.1' or '1234,567'
+    (a person typing into a form can correct it; an imported spreadsheet cannot)."""
+    text = fold(text or "").replace("r$", "").replace("brl", "").replace(" ", "")
+    if not text:
+        return None
+    match = re.fullmatch(r"([0-9.,]+)(k|mil|mi|m)?", text)
+    if not match:
+        raise ValueError("Enter an amount, e.g. 5000, 5.000,00 or 5k.")
+    digits, suffix = match.groups()
+    if strict and not (
+        _MULTIPLIED_AMOUNT.fullmatch(digits) if suffix
+        else _PLAIN_AMOUNT.fullmatch(digits) or _GROUPED_AMOUNT.fullmatch(digits)
+    ):
+        raise ValueError("Enter an amount, e.g. 5000, 5.000,00 or 5k.")
+    return _parse_number(digits) * _MULTIPLIERS.get(suffix or "", Decimal(1))
 
 
 def _parse_number(digits):

@@ -38,6 +38,65 @@ def lead_timeline(lead):
     return lead.events.select_related("actor", "reason").order_by("-created_at", "-id")
 
 
+TIMELINE_LIMIT = 200
+
+
+def lead_timeline_shown(lead, limit=TIMELINE_LIMIT):
+    """The newest ``limit`` events of the lead page, each with what it shows as values
+    the template formats for the reader: ``assigned_from`` / ``assigned_to``, the people
+    of an assignment by their full names (the events keep usernames, as they were when
+    written: the names of the whole page in one query; a username no user has any more
+    shows as it is), ``requalify_on`` (a date) and ``deal_amount`` (a Decimal)."""
+    from .models import LeadEvent
+
+    events = list(lead_timeline(lead)[:limit])
+    usernames = {
+        username for event in events if event.kind == LeadEvent.Kind.ASSIGNED
+        for username in ((event.data or {}).get("from"), (event.data or {}).get("to")) if username
+    }
+    names = {}
+    if usernames:
+        user_model = get_user_model()
+        people = user_model.objects.filter(**{f"{user_model.USERNAME_FIELD}__in": usernames})
+        names = {person.get_username(): person.get_full_name() or person.get_username() for person in people}
+    for event in events:
+        data = event.data or {}
+        event.assigned_from = names.get(data.get("from"), data.get("from")) or ""
+        event.assigned_to = names.get(data.get("to"), data.get("to")) or ""
+        event.requalify_on = _event_date(data.get("requalify_at"))
+        event.deal_amount = _event_decimal(data.get("deal_value"))
+    return events
+
+
+def _event_date(value):
+    """An ISO date or date and time kept in an event -> the day in the site's time zone."""
+    from django.utils import timezone
+    from django.utils.dateparse import parse_date, parse_datetime
+
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        moment = parse_datetime(value)
+        if moment is None:
+            return parse_date(value)
+    except ValueError:
+        return None
+    if timezone.is_naive(moment):
+        return moment.date()
+    return timezone.localtime(moment).date()
+
+
+def _event_decimal(value):
+    from decimal import Decimal, InvalidOperation
+
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
 def lead_search(leads, text):
     """Narrow ``leads`` to those matching every word of ``text`` in the first or last
     name, email, company or phone.

@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.request import Request
@@ -29,6 +30,16 @@ from .normalize import BRAZIL_STATES
 
 FILTER_KEYS = ("status", "temperature", "owner", "source", "form", "interest", "state", "created_after",
                "created_before", "score_min", "score_max", "reason", "q", "ordering")
+# What the inbox calls each filter, for its error messages (the FilterSet's own labels
+# are the API's: "Status (repeat for any of several)", "Source (slug)").
+FILTER_LABELS = {
+    "status": gettext_lazy("Status"), "temperature": gettext_lazy("Temperature"), "owner": gettext_lazy("Owner"),
+    "source": gettext_lazy("Source"), "form": gettext_lazy("Form"), "reason": gettext_lazy("Reason"),
+    "interest": gettext_lazy("Interest contains"), "state": gettext_lazy("State (UF)"),
+    "created_after": gettext_lazy("Created on or after"), "created_before": gettext_lazy("Created on or before"),
+    "score_min": gettext_lazy("Score at least"), "score_max": gettext_lazy("Score at most"),
+    "q": gettext_lazy("Search name, email, company, phone"), "ordering": gettext_lazy("Sort by"),
+}
 PAGE_SIZES = (25, 50, 100, 200)
 FRESH_LIMIT = 20
 
@@ -80,6 +91,7 @@ def inbox(request):
     context = {
         "query": query, "is_default": is_default, "filterset": filterset, "rows": [], "total": None,
         "exact": True, "next_url": None, "previous_url": None, "cursor_error": None,
+        "filter_errors": filter_errors(filterset.errors),
         "filter_query": _filter_query(query), "fresh_since": None, "poll_seconds": _poll_seconds(),
         "selected": {key: set(query.getlist(key)) for key in ("status", "temperature", "state")},
     }
@@ -123,6 +135,16 @@ def inbox_fresh(request):
     return render(request, "leads/_fresh.html", {
         "fresh": fresh, "since": since, "filter_query": _filter_query(query), "poll_seconds": _poll_seconds(),
     })
+
+
+def filter_errors(errors):
+    """A filter form's errors as ``[(label, text)]`` in plain words: the label people see
+    next to the filter (none for an error of the whole form or of the view's name)."""
+    shown = []
+    for field, messages_ in errors.items():
+        label = "" if field in ("__all__", "name") else str(FILTER_LABELS.get(field, field))
+        shown.append((label, " ".join(str(message) for message in messages_)))
+    return shown
 
 
 def _poll_seconds():
@@ -209,7 +231,7 @@ def _detail_context(request, lead, bound=None):
         "enrollments": list(lead_enrollments(lead)),
         "sequences": list(Sequence.objects.filter(active=True).order_by("name")) if can_work else [],
         "can_handle_personal_data": privacy.can_handle_personal_data(request.user),
-        "lead": lead, "events": selectors.lead_timeline(lead)[:200], "explanation": explanation,
+        "lead": lead, "events": selectors.lead_timeline_shown(lead), "explanation": explanation,
         "can_work": can_work, "is_manager": roles.is_manager(request.user), "forms": action_forms,
         "open_form": bound.prefix if bound is not None else "",
         "next": _safe_next(request, ""),
@@ -323,7 +345,8 @@ def inbox_bulk(request):
             refused.append(f"{lead}: {text}")
     if done:
         _forget_totals(request.user)
-        messages.success(request, _("%(count)d leads updated.") % {"count": done})
+        messages.success(request, ngettext("%(count)d lead updated.", "%(count)d leads updated.", done)
+                         % {"count": done})
     for line in refused[:10]:
         messages.error(request, line)
     return HttpResponseRedirect(back)
@@ -341,8 +364,13 @@ def _bulk_nurture(request, leads, data, back):
     done, refused = len(changed), [f"{lead}: {message}" for lead, message in errors.items()]
     if done:
         _forget_totals(request.user)
-        text = (_("%(count)d leads enrolled in %(sequence)s.") if data["action"] == "enroll"
-                else _("%(count)d leads removed from %(sequence)s."))
+        # The messages of nurturing's own enroll/remove endpoints, word for word.
+        if data["action"] == "enroll":
+            text = ngettext("%(count)d lead enrolled in %(sequence)s.",
+                            "%(count)d leads enrolled in %(sequence)s.", done)
+        else:
+            text = ngettext("%(count)d lead removed from %(sequence)s.",
+                            "%(count)d leads removed from %(sequence)s.", done)
         messages.success(request, text % {"count": done, "sequence": sequence})
     elif not refused:
         messages.info(request, _("Nothing changed: the leads were already in that state."))
@@ -356,7 +384,7 @@ def _bulk_nurture(request, leads, data, back):
 def inbox_save_view(request):
     """Save the current filters under a name: a segment, which nurturing and reports reuse."""
     from nurturing.selectors import InvalidSegment
-    from nurturing.services import segment_save
+    from nurturing.services import SegmentNameTaken, segment_save
 
     form = forms.SaveViewForm(request.POST)
     query = QueryDict(request.POST.get("query", ""))
@@ -364,9 +392,13 @@ def inbox_save_view(request):
                if key in FILTER_KEYS}
     if form.is_valid():
         try:
-            segment = segment_save(name=form.cleaned_data["name"], filters=filters, actor=request.user)
+            segment = segment_save(name=form.cleaned_data["name"], filters=filters, actor=request.user,
+                                   shared=form.cleaned_data["shared"])
+        except SegmentNameTaken as exc:
+            messages.error(request, exc.message)
         except InvalidSegment as exc:
-            messages.error(request, _("This view cannot be saved: %(errors)s") % {"errors": exc.errors})
+            text = " ".join(f"{label}: {words}" if label else words for label, words in filter_errors(exc.errors))
+            messages.error(request, _("This view cannot be saved: %(errors)s") % {"errors": text})
         else:
             messages.success(request, _("View saved as “%(name)s”.") % {"name": segment.name})
             return redirect(f"{reverse('leads:inbox')}?{segment.query_string()}")

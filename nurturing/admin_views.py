@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 
 from leads.models import Lead
+from leads.normalize import normalize_email
 
 from .emails import build_message
 from .models import EmailTemplate
@@ -26,17 +27,33 @@ def _rendered(template, lead):
     return message, html
 
 
+def find_lead(value):
+    """The lead a marketer names in the preview box: its id or its email address, any
+    case. ``(lead, problem)``: no lead and no problem for an empty box."""
+    value = (value or "").strip()
+    if not value:
+        return None, ""
+    if value.isascii() and value.isdigit():
+        lead = Lead.objects.filter(pk=int(value)).first() if len(value) <= 18 else None
+        return lead, "" if lead else _("No lead with this id; showing a sample lead.")
+    try:
+        email = normalize_email(value)  # as leads keep it: lower case, the domain in IDNA
+    except ValueError:
+        return None, _("Enter a lead's id or email address; showing a sample lead.")
+    lead = Lead.objects.filter(email=email).first()  # unique, as capture keeps it
+    return lead, "" if lead else _("No lead with this email; showing a sample lead.")
+
+
 def preview(model_admin, request, object_id):
     template = get_object_or_404(EmailTemplate, pk=object_id)
-    lead = None
-    lead_id = request.GET.get("lead", "")
-    if lead_id.isdigit():
-        lead = Lead.objects.filter(pk=lead_id).first()
-        if lead is None:
-            messages.warning(request, _("No lead with this id; showing a sample lead."))
-    lead = lead or sample_lead()
+    asked = request.GET.get("lead", "").strip()
+    found, problem = find_lead(asked)
+    if problem:
+        messages.warning(request, problem)
+    lead = found or sample_lead()
     context = {**model_admin.admin_site.each_context(request), "opts": model_admin.model._meta,
-               "original": template, "lead": lead, "title": _("Preview: %s") % template}
+               "original": template, "lead": lead, "sample": found is None, "asked": asked,
+               "title": _("Preview: %s") % template}
     try:
         message, html = _rendered(template, lead)
         context.update(subject=message.subject, html=html, text=message.body,
@@ -53,8 +70,7 @@ def test_send(model_admin, request, object_id):
     if not request.user.email:
         messages.error(request, _("Your user has no email address to send the test to."))
         return redirect("admin:nurturing_emailtemplate_preview", object_id)
-    lead_id = request.POST.get("lead", "")
-    lead = (Lead.objects.filter(pk=lead_id).first() if lead_id.isdigit() else None) or sample_lead()
+    lead = find_lead(request.POST.get("lead", ""))[0] or sample_lead()
     try:
         message, _id = build_message(template=template, lead=lead, to=request.user.email, track=False,
                                      connection=get_connection())

@@ -41,11 +41,25 @@ def heartbeat_record(*, name, hostname=""):
 NON_FILTER_KEYS = {"cursor", "page", "page_size", "format", "csrfmiddlewaretoken", "save_as"}
 
 
+class SegmentNameTaken(InvalidSegment):
+    """The name is that of a view the person may not replace: someone else's, or one a
+    nurture sequence enrolls from. ``errors`` holds the message under ``name``."""
+
+    def __init__(self, message):
+        super().__init__({"name": [message]})
+        self.message = message
+
+
 @transaction.atomic
 def segment_save(*, name, filters, actor=None, description="", shared=True):
-    """Save a view of the lead list under ``name``: creates the segment, or updates the
-    one with the same slug. The filters must validate against the lead FilterSet, so a
-    segment never holds a filter the list would reject."""
+    """Save a view of the lead list under ``name``: creates the segment, or replaces the
+    one with the same slug when it is the person's own (``created_by``; no actor: one no
+    person created) and no sequence enrolls from it, since its filters decide who gets
+    that sequence's emails. Anything else raises ``SegmentNameTaken``, so that a name
+    never silently overwrites another person's view. ``shared``: whether everyone sees
+    the segment (``selectors.segments_for``); a shared one stays shared when replaced.
+    The filters must validate against the lead FilterSet, so a segment never holds a
+    filter the list would reject."""
     filters = {
         key: value for key, value in (filters or {}).items() if key not in NON_FILTER_KEYS and value not in ("", [])
     }
@@ -54,12 +68,29 @@ def segment_save(*, name, filters, actor=None, description="", shared=True):
         raise InvalidSegment(filterset.errors)
     slug = slugify(name)[:120]
     if not slug:
-        raise InvalidSegment({"name": ["A segment needs a name with at least one letter or digit."]})
-    segment, _ = Segment.objects.update_or_create(
-        slug=slug,
-        defaults={"name": name.strip(), "filters": filters, "description": description, "shared": shared,
-                  "created_by": actor if actor is not None and actor.is_authenticated else None},
-    )
+        raise InvalidSegment({"name": [_("A view needs a name with at least one letter or digit.")]})
+    author = actor if actor is not None and actor.is_authenticated else None
+    values = {"name": name.strip(), "filters": filters, "description": description, "shared": shared}
+    segment = Segment.objects.select_for_update().filter(slug=slug).first()
+    if segment is None:
+        try:
+            with transaction.atomic():
+                return Segment.objects.create(slug=slug, created_by=author, **values)
+        except IntegrityError:  # saved under the same slug meanwhile: that one is checked below
+            segment = Segment.objects.select_for_update().get(slug=slug)
+    sequence = segment.sequences.order_by("name").first()
+    if sequence is not None:
+        raise SegmentNameTaken(
+            _("The view “%(name)s” decides who enters the nurture sequence “%(sequence)s”, so it cannot be "
+              "replaced from here; choose another name.") % {"name": segment.name, "sequence": sequence.name}
+        )
+    if segment.created_by_id != (author.pk if author else None):
+        raise SegmentNameTaken(_("A view named “%(name)s” already exists; choose another name.")
+                               % {"name": segment.name})
+    values["shared"] = segment.shared or shared
+    for field, value in values.items():
+        setattr(segment, field, value)
+    segment.save()
     return segment
 
 

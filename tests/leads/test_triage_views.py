@@ -574,6 +574,7 @@ def test_the_timeline_names_everyone_of_the_page_in_one_query(client, manager, r
         return len(captured)
 
     services.lead_assign(lead=lead, owner=rep, actor=manager)
+    queries()  # the first page of a session reads what later ones remember
     few = queries()
     for _round in range(3):
         services.lead_assign(lead=lead, owner=other_rep, actor=manager)

@@ -61,6 +61,33 @@ def test_the_test_send_goes_to_the_marketer_with_the_headers(marketer_client, ma
     assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
+def test_the_preview_starts_empty_on_the_sample_lead_and_finds_a_lead_by_id_or_email(marketer_client,
+                                                                                    make_disqualified):
+    lead = make_disqualified(first_name="Joana", company="Pallets Joana", email="joana@paletes.com.br")
+    tpl = template()
+    url = f"/admin/nurturing/emailtemplate/{tpl.pk}/preview/"
+
+    page = marketer_client.get(url).content.decode()
+    box = re.search(r'<input [^>]*name="lead"[^>]*>', page).group(0)
+    assert 'type="text"' in box and 'value=""' in box and "min=" not in box
+    assert '<label for="preview-lead">Lead (id or email)</label>' in page
+    assert "Ana Souza" in page and 'name="lead" value=""' in page.split("test-send")[1]
+
+    for asked in (str(lead.pk), "joana@paletes.com.br", " JOANA@paletes.com.br "):
+        page = marketer_client.get(url, {"lead": asked}).content.decode()
+        assert "Olá Joana" in page and "Pallets Joana" in page, asked
+        assert f'value="{asked.strip()}"' in page
+        assert f'name="lead" value="{lead.pk}"' in page.split("test-send")[1]
+
+    for asked, warning in (("ninguem@example.com", "No lead with this email"),
+                           ("Joana", "id or email address; showing a sample lead")):
+        page = marketer_client.get(url, {"lead": asked}).content.decode()
+        assert warning in page and "Ana Souza" in page
+
+    marketer_client.post(f"/admin/nurturing/emailtemplate/{tpl.pk}/test-send/", {"lead": "joana@paletes.com.br"})
+    assert mail.outbox[-1].subject == "[Test] Olá Joana"
+
+
 def test_the_sequence_admin_saves_steps_and_validates_the_window(marketer_client):
     seq = sequence(steps=((0, 0), (3, 0)))
     assert marketer_client.get(f"/admin/nurturing/sequence/{seq.pk}/change/").status_code == 200

@@ -34,3 +34,31 @@ def test_a_filter_the_list_rejects_is_refused():
     with pytest.raises(InvalidSegment) as error:
         segment_save(name="Ruim", filters={"status": ["nope"]})
     assert "status" in error.value.errors
+
+
+def test_a_name_is_refused_when_the_view_is_someone_elses_or_feeds_a_sequence(rep, other_rep):
+    from nurturing.models import Segment
+    from nurturing.services import SegmentNameTaken
+
+    from .factories import sequence
+
+    mine = segment_save(name="Quentes SP", filters={"state": "SP"}, actor=rep, shared=False)
+    assert segment_save(name="Quentes SP", filters={"state": "RJ"}, actor=rep).pk == mine.pk
+    with pytest.raises(SegmentNameTaken) as taken:
+        segment_save(name="quentes  SP", filters={"status": ["new"]}, actor=other_rep)
+    assert taken.value.message == "A view named “Quentes SP” already exists; choose another name."
+    with pytest.raises(SegmentNameTaken):
+        segment_save(name="Quentes SP", filters={"status": ["new"]})  # code, not its author
+    sequence(name="Nutrição SP", segment=mine)
+    with pytest.raises(SegmentNameTaken) as taken:
+        segment_save(name="Quentes SP", filters={"status": ["new"]}, actor=rep)
+    assert "nurture sequence “Nutrição SP”" in taken.value.message
+    mine.refresh_from_db()
+    assert (mine.filters, mine.created_by, mine.shared) == ({"state": "RJ"}, rep, True)
+    assert Segment.objects.count() == 1
+
+
+def test_a_replaced_shared_view_stays_shared(rep):
+    shared = segment_save(name="Time", filters={"state": "SP"}, actor=rep, shared=True)
+    again = segment_save(name="Time", filters={"state": "RJ"}, actor=rep, shared=False)
+    assert again.pk == shared.pk and again.shared
