@@ -8,7 +8,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import escape, format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from . import embed, hotcache, importer, services
 from .forms import FormAdminForm
@@ -271,6 +273,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     list_select_related = ["form", "created_by"]
     search_fields = ["file_name"]
     date_hierarchy = "created_at"
+    actions = ["retry"]
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -286,6 +289,18 @@ class ImportJobAdmin(admin.ModelAdmin):
     def progress_display(self, obj):
         return f"{obj.progress}%"
 
+    @admin.action(description=_("Retry the selected failed imports"), permissions=["add"])
+    def retry(self, request, queryset):
+        retried = sum(importer.import_job_retry(job=job) for job in queryset.filter(status=ImportJob.Status.FAILED))
+        if retried:
+            self.message_user(request, ngettext(
+                "%(count)d failed import will be retried: it resumes after its last imported row.",
+                "%(count)d failed imports will be retried: each resumes after its last imported row.",
+                retried) % {"count": retried}, messages.SUCCESS)
+        else:
+            self.message_user(request, _("None of the selected imports has failed: nothing to retry."),
+                              messages.WARNING)
+
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
@@ -293,6 +308,7 @@ class ImportJobAdmin(admin.ModelAdmin):
             path("<int:pk>/progress/", view(self.progress_view), name="leads_importjob_progress"),
             path("<int:pk>/progress.json", view(self.progress_json), name="leads_importjob_progress_json"),
             path("<int:pk>/rejected.csv", view(self.rejected_view), name="leads_importjob_rejected"),
+            path("<int:pk>/retry/", view(self.retry_view), name="leads_importjob_retry"),
             *super().get_urls(),
         ]
 
@@ -339,14 +355,18 @@ class ImportJobAdmin(admin.ModelAdmin):
         choices = importer.field_choices(job.form)
         columns = list(job.columns)
         error = ""
+        confirm = False  # the mapping leaves a required field without a column: start only if confirmed
         if request.method == "POST":
             columns = [request.POST.get(f"column-{position}", "") or None for position in range(len(job.header))]
             try:
-                importer.import_job_start(job=job, columns=columns)
+                importer.check_columns(job.header, columns, job.form)
+                if importer.missing_required(job.form, columns) and not request.POST.get("confirm_missing"):
+                    confirm = True
+                else:
+                    importer.import_job_start(job=job, columns=columns)
+                    return redirect("admin:leads_importjob_progress", job.pk)
             except importer.ImportFileError as exc:
                 error = str(exc)
-            else:
-                return redirect("admin:leads_importjob_progress", job.pk)
         try:
             csv_file = importer.CsvFile(job.path, encoding=job.encoding or None, delimiter=job.delimiter or None)
             preview = csv_file.preview(5)
@@ -355,9 +375,11 @@ class ImportJobAdmin(admin.ModelAdmin):
         rows = [{"position": position, "name": name, "field": columns[position] if position < len(columns) else None,
                  "samples": [cells[position] for cells in preview if position < len(cells)]}
                 for position, name in enumerate(job.header)]
+        missing = importer.missing_required(job.form, columns)
         return TemplateResponse(request, "admin/leads/importjob/mapping.html", self._context(
             request, _("Import #%(job)s: match the columns to lead fields") % {"job": job.pk},
-            job=job, rows=rows, choices=choices, error=error,
+            job=job, rows=rows, choices=choices, error=error, confirm=confirm and bool(missing),
+            missing=", ".join(f"“{capfirst(label)}” ({key})" for key, label in missing),
         ))
 
     def progress_view(self, request, pk):
@@ -365,11 +387,26 @@ class ImportJobAdmin(admin.ModelAdmin):
         job = self._job(request, pk)
         if job.status == ImportJob.Status.MAPPING:
             return redirect("admin:leads_importjob_mapping", job.pk)
+        error, error_details = importer.job_error(job)
         return TemplateResponse(request, "admin/leads/importjob/progress.html", self._context(
             request, _("Import #%(job)s: %(file)s") % {"job": job.pk, "file": job.file_name},
             job=job, state=import_job_state(job), rejected_sample=[
                 {"line": line, "errors": errors} for line, errors in job.rejected_sample],
+            error=error, error_details=error_details,
+            can_retry=job.status == ImportJob.Status.FAILED and self.has_add_permission(request),
         ))
+
+    def retry_view(self, request, pk):
+        """The progress page's "Retry" button: a failed job goes back to pending."""
+        job = self._job(request, pk)
+        if request.method != "POST":
+            return redirect("admin:leads_importjob_progress", job.pk)
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if importer.import_job_retry(job=job):
+            self.message_user(request, _("The import will be retried: it resumes after its last imported row."),
+                              messages.SUCCESS)
+        return redirect("admin:leads_importjob_progress", job.pk)
 
     def progress_json(self, request, pk):
         return JsonResponse(import_job_state(self._job(request, pk)))
@@ -400,7 +437,7 @@ def import_job_state(job):
         and (now - (job.heartbeat_at or job.created_at)).total_seconds() > importer.PENDING_GRACE_SECONDS,
         "stalled": job.status == ImportJob.Status.RUNNING and last is not None
         and (now - last).total_seconds() > importer.STALLED_AFTER_SECONDS,
-        "error": job.error,
+        "error": importer.job_error(job)[0],
         "rejected_url": reverse("admin:leads_importjob_rejected", args=[job.pk]) if job.rejected_path else "",
     }
 
@@ -490,7 +527,8 @@ class WebhookEndpointAdmin(_ForgetsCaptureCache, admin.ModelAdmin):
         from . import webhooks
 
         retried = sum(webhooks.webhook_endpoint_resume(endpoint=endpoint) for endpoint in queryset)
-        self.message_user(request, _("%(count)s deliveries will be retried.") % {"count": retried})
+        self.message_user(request, ngettext("%(count)s delivery will be retried.",
+                                            "%(count)s deliveries will be retried.", retried) % {"count": retried})
 
 
 @admin.register(WebhookDelivery)

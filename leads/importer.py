@@ -27,10 +27,12 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 import time
 from array import array
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -38,6 +40,7 @@ from pathlib import Path
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone, translation
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 
 from config.db import database_unavailable, is_write_conflict
@@ -170,6 +173,34 @@ def rejected_path_for(path):
 FIELD_LABELS = {"name": _("full name"), "consent": _("consent")}
 # More names a column may have to map by itself (besides a field's name and labels).
 EXTRA_ALIASES = {"name": [_("name")]}
+# What spreadsheets (Brazilian ones above all) call the fields. Compared without case,
+# accents, spaces or punctuation ("E-mail", "Razão Social", "MUNICIPIO"). A field's own
+# name or label wins over these: a form with a custom field "whatsapp" gets the
+# "WhatsApp" column, not the phone. Ambiguous headers stay out ("Contato" may be a name
+# or a phone, "Porte" a word the company size would reject, "Região" no state).
+SYNONYMS = {
+    "email": ["e-mail", "mail", "endereço de e-mail", "e-mail corporativo", "e-mail comercial",
+              "correio eletrônico", "email address"],
+    "name": ["nome completo", "nome do contato", "nome do cliente", "nome do responsável"],
+    "first_name": ["primeiro nome"],
+    "last_name": ["sobrenome", "último nome", "surname"],
+    "phone": ["telefone", "celular", "whatsapp", "whats", "fone", "tel", "telefone celular", "telefone/whatsapp",
+              "celular/whatsapp", "whatsapp/celular", "número de telefone", "número do celular", "mobile",
+              "phone number", "telephone", "cell phone"],
+    "company": ["empresa", "razão social", "nome da empresa", "nome fantasia", "companhia", "organização",
+                "company name", "organization"],
+    "job_title": ["cargo", "função", "cargo/função", "profissão", "ocupação", "position"],
+    "company_size": ["funcionários", "número de funcionários", "nº de funcionários", "quantidade de funcionários",
+                     "qtd de funcionários", "colaboradores", "employees"],
+    "country": ["país"],
+    "state": ["uf", "estado", "estado/uf", "uf/estado"],
+    "city": ["cidade", "município", "localidade"],
+    "interest": ["interesse", "produto", "produto de interesse", "serviço de interesse", "product"],
+    "budget": ["orçamento", "verba", "investimento", "orçamento previsto", "orçamento estimado"],
+    "message": ["mensagem", "observação", "observações", "obs", "comentário", "comentários", "comments", "notes"],
+    "consent": ["consentimento", "aceite", "aceite lgpd", "lgpd", "opt-in"],
+    "utm_campaign": ["campanha"],
+}
 
 
 def _canonical(text):
@@ -210,11 +241,17 @@ def _aliases(key):
 
 
 def auto_columns(header, form):
-    """For each column of ``header``, the field it maps to by its name, or None."""
+    """For each column of ``header``, the field it maps to by its name (a field's name
+    or label, then a synonym of ``SYNONYMS``), or None. A field goes to its first column.
+    A bare "Nome" beside a "Sobrenome" column is the first name, not the full name."""
+    keys = [key for key, _label_text in field_choices(form)]
     by_alias = {}
-    for key, _label_text in field_choices(form):
+    for key in keys:
         for alias in _aliases(key):
             by_alias.setdefault(alias, key)
+    for key in keys:
+        for synonym in SYNONYMS.get(key, ()):
+            by_alias.setdefault(_canonical(synonym), key)
     columns, taken = [], set()
     for name in header:
         key = by_alias.get(_canonical(name))
@@ -223,7 +260,31 @@ def auto_columns(header, form):
         columns.append(key)
         if key:
             taken.add(key)
+    if "last_name" in taken and "name" in taken and "first_name" not in taken and "first_name" in keys:
+        position = columns.index("name")
+        if _canonical(header[position]) in ("nome", "name"):
+            columns[position] = "first_name"
     return columns
+
+
+def missing_required(form, columns):
+    """The fields ``form`` requires (its required fields; consent when it requires
+    consent) that no column of the mapping ``columns`` gives: every row would be
+    rejected. ``[(key, label)]``."""
+    given = {column for column in columns if column}
+    # A field the cleaning fills from another column (a full name gives first and last name).
+    given_by = {"name": {"name", "first_name"}, "first_name": {"first_name", "name"},
+                "last_name": {"last_name", "name"}}
+    required = list(dict.fromkeys(form.required_fields or ()))
+    if form.consent_required and "consent" not in required:
+        required.append("consent")
+    missing = []
+    for key in required:
+        if key == "interest" and form.default_interest:
+            continue
+        if not given & given_by.get(key, {key}):
+            missing.append((key, _label(key)))
+    return missing
 
 
 def resolve_columns(header, form, overrides=None):
@@ -421,11 +482,25 @@ class _KeySet:
 # --- Importing ---------------------------------------------------------------------------
 
 
+def can_start_processes():
+    """Whether this process may fork cleaning processes: the platform can fork, the
+    process is not daemonic (a Celery prefork pool runs tasks in daemonic children, and
+    multiprocessing refuses them children of their own) and this is the main thread
+    (forking from a thread of a threaded process, e.g. a Celery threads pool, is not
+    safe)."""
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and not multiprocessing.current_process().daemon
+        and threading.current_thread() is threading.main_thread()
+    )
+
+
 def default_workers():
-    """Processes that clean rows beside the one that writes: one per core, when there
-    are several cores and the platform can fork."""
+    """Processes that clean rows beside the one that writes: one per core (up to 4),
+    when there are several cores and this process may start them (see
+    ``can_start_processes``); else 0, the rows are cleaned in this process."""
     cores = os.cpu_count() or 1
-    return min(cores, 4) if cores > 1 and "fork" in multiprocessing.get_all_start_methods() else 0
+    return min(cores, 4) if cores > 1 and can_start_processes() else 0
 
 
 def import_csv(*, path, form, columns=None, overrides=None, empty_values=(), dry_run=False,
@@ -440,8 +515,10 @@ def import_csv(*, path, form, columns=None, overrides=None, empty_values=(), dry
     and writes nothing.
 
     Rows are cleaned (and new leads scored) by ``workers`` forked processes (default:
-    one per core; 0: in this process) while this one writes; at most a few batches
-    are in flight, so memory does not grow with the file.
+    ``default_workers()``; 0: in this process) while this one writes; at most a few
+    batches are in flight, so memory does not grow with the file. Where processes
+    cannot be started (a daemonic process, a thread), the rows are cleaned in this
+    process whatever ``workers`` says.
 
     ``on_batch(batch, report, csv_file)`` is called inside each batch's transaction,
     so what it writes commits with the batch. Returns an ``ImportReport``.
@@ -542,13 +619,32 @@ class _Cleaner:
         active = scoring.active_ruleset()
         return _CleanContext(self.clean_kwargs, self.facts, rules=active[1] if active else None, now=timezone.now())
 
+    def _start_pool(self):
+        """The pool of cleaning processes, started; None where they cannot be started
+        (the rows are then cleaned in this process)."""
+        if not self.workers:
+            return None
+        if not can_start_processes():
+            logger.info("Import: rows cleaned in this process (it cannot start cleaning processes here: "
+                        "a daemonic process or a thread)")
+            return None
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+        try:
+            pool.submit(int).result()  # the processes start now, before any row is handed to them
+        except (AssertionError, OSError, BrokenProcessPool) as exc:
+            logger.warning("Import: could not start %s cleaning processes (%s: %s); rows cleaned in this process",
+                           self.workers, exc.__class__.__name__, exc)
+            pool.shutdown(wait=False, cancel_futures=True)
+            return None
+        return pool
+
     def prepare(self, chunks):
         """Yield ``(chunk, prepared rows)``, keeping at most a few chunks in flight."""
-        if not self.workers:
+        pool = self._start_pool()
+        if pool is None:
             for chunk in chunks:
                 yield chunk, _prepare_rows([(line, payload) for line, _cells, payload in chunk.rows], self._context())
             return
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
         pending = deque()
         try:
             for chunk in chunks:
@@ -1143,10 +1239,53 @@ def import_jobs_sweep(*, now=None):
     return queued
 
 
-def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_over_stalled=False):
+# Why a job failed, in plain words: stored in ``ImportJob.error`` in English (the msgid),
+# followed by a blank line and the technical detail; shown translated by ``job_error``.
+JOB_FILE_ERROR = gettext_noop(
+    "The file could not be read to the end. Correct it and upload it again; the rows imported before the "
+    "problem are kept.")
+JOB_UNEXPECTED_ERROR = gettext_noop(
+    "The import stopped on an unexpected error. The rows imported before it are kept: retry the import to "
+    "continue after them. If it fails again, give the technical details to whoever maintains Funil.")
+_JOB_ERRORS = (JOB_FILE_ERROR, JOB_UNEXPECTED_ERROR)
+
+
+def _job_error_text(exc):
+    message = JOB_FILE_ERROR if isinstance(exc, ImportFileError) else JOB_UNEXPECTED_ERROR
+    detail = str(exc) if isinstance(exc, ImportFileError) else f"{exc.__class__.__name__}: {exc}"
+    return f"{message}\n\n{detail}"[:5000]
+
+
+def job_error(job):
+    """``(message, details)`` of a failed job: the message in the active language, the
+    technical details as recorded. An error recorded otherwise (before these messages
+    existed) is all details, under the message of an unexpected error."""
+    text = job.error or ""
+    if not text:
+        return "", ""
+    for message in _JOB_ERRORS:
+        if text.startswith(message):
+            return gettext(message), text[len(message):].strip()
+    return gettext(JOB_UNEXPECTED_ERROR), text
+
+
+def import_job_retry(*, job):
+    """Put a failed import job back to pending: it is queued (on commit, and by the
+    sweep should that message be lost) and resumes after its last committed line, with
+    its counts so far. Returns whether the job had failed (nothing happens otherwise)."""
+    updated = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.FAILED).update(
+        status=ImportJob.Status.PENDING, error="", worker="", finished_at=None, heartbeat_at=timezone.now(),
+    )
+    if updated:
+        transaction.on_commit(lambda: _enqueue(job.pk))
+    return bool(updated)
+
+
+def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_over_stalled=False, workers=None):
     """Run a pending import job (or, with ``take_over_stalled``, one whose worker
     stopped reporting progress), resuming after its last committed line. Safe to call
-    twice: the job is claimed with a conditional UPDATE."""
+    twice: the job is claimed with a conditional UPDATE. ``workers``: as for
+    ``import_csv`` (the Celery task passes 0: a worker's pool is its concurrency)."""
     from datetime import timedelta
 
     from django.db.models import Q
@@ -1177,13 +1316,13 @@ def import_job_run(*, job_id, worker="", batch_size=DEFAULT_BATCH_SIZE, take_ove
             path=job.path, form=job.form, columns=job.columns, empty_values=job.empty_values,
             batch_size=batch_size, file_name=job.file_name, start_after_line=job.last_line, on_batch=on_batch,
             csv_file=CsvFile(job.path, encoding=job.encoding or None, delimiter=job.delimiter or None),
+            workers=workers,
         )
     except Exception as exc:
         if not database_unavailable(exc):
             logger.exception("Import job %s failed", job_id)
             ImportJob.objects.filter(pk=job_id).update(
-                status=ImportJob.Status.FAILED, finished_at=timezone.now(),
-                error=f"{exc.__class__.__name__}: {exc}"[:5000],
+                status=ImportJob.Status.FAILED, finished_at=timezone.now(), error=_job_error_text(exc),
             )
             raise
         # The database went away or aborted a batch to settle a conflict with another

@@ -13,10 +13,13 @@ def replay_submissions():
 
 @shared_task(bind=True)
 def run_import_job(self, job_id, take_over_stalled=False):
-    """An import uploaded in admin: the worker claims the job and imports the file."""
+    """An import uploaded in admin: the worker claims the job and imports the file,
+    cleaning the rows in its own process (``workers=0``): a prefork pool's child may not
+    start processes, and the pool is where a worker's concurrency is set."""
     from . import importer
 
-    importer.import_job_run(job_id=job_id, worker=self.request.hostname or "", take_over_stalled=take_over_stalled)
+    importer.import_job_run(job_id=job_id, worker=self.request.hostname or "", take_over_stalled=take_over_stalled,
+                            workers=0)
 
 
 @shared_task

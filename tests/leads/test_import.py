@@ -347,3 +347,64 @@ def test_an_import_sends_the_webhooks_the_endpoint_would_send(tmp_path, form):
                     ("lead.disqualified", "ana@cliente.com.br"), ("lead.disqualified", "ja@cliente.com.br"),
                     ("lead.out_of_focus", "rio@cliente.com.br")]
     assert {d.endpoint.name for d in WebhookDelivery.objects.all()} == {"CRM"}
+
+
+# --- Brazilian headers, and what the mapping leaves out -----------------------------------------
+
+
+@pytest.mark.parametrize(("header", "field"), [
+    ("UF", "state"), ("uf", "state"), ("Estado", "state"), ("Estado/UF", "state"),
+    ("Cidade", "city"), ("Município", "city"), ("MUNICIPIO", "city"),
+    ("Empresa", "company"), ("Razão social", "company"), ("RAZAO SOCIAL", "company"), ("Nome fantasia", "company"),
+    ("Cargo", "job_title"), ("Função", "job_title"),
+    ("Celular", "phone"), ("Telefone", "phone"), ("WhatsApp", "phone"), ("Fone", "phone"),
+    ("Telefone/WhatsApp", "phone"),
+    ("E-mail", "email"), ("e-mail", "email"), ("Email", "email"), ("Endereço de e-mail", "email"),
+    ("Nome", "name"), ("Nome completo", "name"), ("Sobrenome", "last_name"), ("Primeiro nome", "first_name"),
+    ("Interesse", "interest"), ("Produto de interesse", "interest"),
+    ("Orçamento", "budget"), ("orcamento", "budget"), ("Verba", "budget"),
+    ("Mensagem", "message"), ("Observações", "message"),
+    ("Funcionários", "company_size"), ("Nº de funcionários", "company_size"),
+    ("País", "country"), ("Consentimento", "consent"), ("Aceite LGPD", "consent"), ("Campanha", "utm_campaign"),
+])
+def test_what_brazilian_spreadsheets_call_a_field_maps_to_it_by_itself(db, header, field):
+    form = FormFactory(slug="todos", fields=list(importer.Form.STANDARD_FIELDS))
+    assert importer.auto_columns([header], form) == [field]
+
+
+def test_ambiguous_headers_and_fields_the_form_does_not_take_stay_unmapped(db):
+    form = FormFactory(slug="curto", fields=["email", "name", "phone"])
+    header = ["Contato", "Porte", "Região", "Cargo", "UF", "Celular"]
+    assert importer.auto_columns(header, form) == [None, None, None, None, None, "phone"]
+
+
+def test_a_forms_own_field_wins_over_a_synonym_and_a_field_goes_to_its_first_column(db):
+    form = FormFactory(slug="zap", fields=["email", "name", "phone", "whatsapp"])
+    assert importer.auto_columns(["WhatsApp", "Celular", "Telefone"], form) == ["whatsapp", "phone", None]
+
+
+def test_nome_beside_sobrenome_is_the_first_name_so_a_double_first_name_is_kept(tmp_path, form):
+    form.fields = [*form.fields, "first_name", "last_name"]
+    form.save()
+    path = write(tmp_path, "Nome;Sobrenome;E-mail;UF;Município;Razão social\n"
+                           "Maria Clara;da Silva;mc@x.com.br;rj;Niterói;Paletes Niterói Ltda\n")
+    assert importer.auto_columns(importer.CsvFile(path).header, form) == [
+        "first_name", "last_name", "email", "state", "city", "company"]
+    report = importer.import_csv(path=path, form=form, workers=0)
+    assert (report.created, report.rejected) == (1, 0)
+    lead = Lead.objects.get()
+    assert (lead.first_name, lead.last_name, lead.state, lead.city, lead.company) == (
+        "Maria Clara", "da Silva", "RJ", "Niterói", "Paletes Niterói Ltda")
+    # Only a bare "Nome": a full name stays the full name.
+    assert importer.auto_columns(["Nome completo", "Sobrenome"], form) == ["name", "last_name"]
+
+
+def test_missing_required_lists_what_the_form_requires_and_no_column_gives(db):
+    form = FormFactory(slug="exige", fields=["email", "name", "company", "interest", "segmento", "consent"],
+                       required_fields=["company", "last_name", "segmento", "interest"], consent_required=True)
+    missing = importer.missing_required(form, ["email", None, None])
+    assert [key for key, _label in missing] == ["company", "last_name", "segmento", "interest", "consent"]
+    assert str(dict(missing)["company"]) == "company"  # its label
+    # A full name gives the last name; the form's default interest fills the interest.
+    form.default_interest = "Paletes"
+    assert importer.missing_required(form, ["email", "name", "company", "segmento", "consent"]) == []

@@ -59,7 +59,7 @@ def test_a_marketer_uploads_maps_and_a_worker_imports_with_the_report_and_the_re
     assert response.status_code == 302 and response["Location"] == f"/admin/leads/importjob/{job.pk}/mapping/"
     assert (job.status, job.encoding, job.delimiter, job.created_by) == ("mapping", "cp1252", ";", marketer)
     assert job.header == ["Nome", "E-mail", "Celular", "Empresa", "Estado"]
-    assert job.columns == ["name", "email", None, "company", "state"]  # "Celular" is not a field's name
+    assert job.columns == ["name", "email", "phone", "company", "state"]  # "Celular" is what Brazil calls a phone
     assert job.empty_values == ["Selecione", "-"]
 
     page = client.get(f"/admin/leads/importjob/{job.pk}/mapping/").content.decode()
@@ -266,3 +266,166 @@ def test_an_import_the_database_interrupts_goes_back_to_pending_and_the_sweep_re
     job = importer.import_job_run(job_id=job.pk, worker="second", take_over_stalled=True)
     assert (job.status, job.rows_done, job.created_count, job.updated_count) == ("done", 6, 5, 1)
     assert Lead.objects.count() == 6
+
+
+def test_the_mapping_step_matches_uf_and_other_brazilian_headers_by_itself(client, marketer, queued):
+    form = FormFactory(fields=["email", "name", "phone", "company", "city", "state"])
+    client.force_login(marketer)
+    upload(client, form, content="E-mail;Celular;Razão social;Município;UF\r\nx@y.com.br;11987654321;X;Y;SP\r\n"
+           .encode())
+    job = ImportJob.objects.get()
+    assert job.columns == ["email", "phone", "company", "city", "state"]
+    page = client.get(f"/admin/leads/importjob/{job.pk}/mapping/").content.decode()
+    assert '<option value="state" selected>' in page and '<option value="phone" selected>' in page
+
+
+def test_the_mapping_step_warns_when_no_column_gives_a_field_the_form_requires(
+        client, marketer, queued, django_capture_on_commit_callbacks):
+    form = FormFactory(fields=["email", "name", "phone", "company", "state", "consent"], required_fields=["company"],
+                       consent_required=True)
+    client.force_login(marketer)
+    upload(client, form, content=b"E-mail;Nome\r\nx@y.com.br;X\r\n")
+    job = ImportJob.objects.get()
+    page = client.get(f"/admin/leads/importjob/{job.pk}/mapping/").content.decode()
+    assert ("Every row will be rejected: no column gives “Company” (company), “Consent” (consent), which the form "
+            "“Contato” requires.") in page
+    assert 'name="confirm_missing"' not in page
+
+    response = client.post(f"/admin/leads/importjob/{job.pk}/mapping/", {"column-0": "email", "column-1": "name"})
+    page = response.content.decode()
+    assert response.status_code == 200 and "The import has not started." in page
+    assert 'name="confirm_missing"' in page and "Every row will be rejected" in page
+    job.refresh_from_db()
+    assert job.status == "mapping" and not queued
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/admin/leads/importjob/{job.pk}/mapping/",
+                               {"column-0": "email", "column-1": "name", "confirm_missing": "Start anyway"})
+    assert response["Location"] == f"/admin/leads/importjob/{job.pk}/progress/"
+    job.refresh_from_db()
+    assert job.status == "pending" and queued == [((job.pk,), {})]
+
+
+def test_a_mapping_that_gives_every_required_field_starts_without_a_warning(client, marketer, queued):
+    form = FormFactory(fields=["email", "name", "company"], required_fields=["company", "first_name"])
+    client.force_login(marketer)
+    upload(client, form, content=b"E-mail;Nome;Empresa\r\nx@y.com.br;X;Y\r\n")
+    job = ImportJob.objects.get()
+    assert "Every row will be rejected" not in client.get(f"/admin/leads/importjob/{job.pk}/mapping/").content.decode()
+    response = client.post(f"/admin/leads/importjob/{job.pk}/mapping/",
+                           {"column-0": "email", "column-1": "name", "column-2": "company"})
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.status == "pending"
+
+
+def failing_on_batch(monkeypatch, number, exc):
+    """The ``number``-th batch of the run raises ``exc`` (the batches before it commit)."""
+    run = importer._BatchImporter.run
+    calls = []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise exc
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(importer._BatchImporter, "run", flaky)
+
+
+def pending_job(form, tmp_path, rows=10):
+    path = tmp_path / "lista.csv"
+    path.write_text("email;nome\n" + "".join(f"p{i}@x.com.br;P{i}\n" for i in range(rows)) + "ruim@;R\n",
+                    encoding="utf-8")
+    return ImportJob.objects.create(
+        form=form, file_name="lista.csv", path=str(path), header=["email", "nome"], columns=["email", "name"],
+        status="pending", bytes_total=path.stat().st_size, created_by=None,
+    )
+
+
+def test_a_failed_job_shows_a_plain_message_with_the_details_apart(client, marketer, form, tmp_path, monkeypatch):
+    job = pending_job(form, tmp_path)
+    failing_on_batch(monkeypatch, 1, AssertionError("daemonic processes are not allowed to have children"))
+    with pytest.raises(AssertionError):
+        importer.import_job_run(job_id=job.pk, worker="w")
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error == (f"{importer.JOB_UNEXPECTED_ERROR}\n\n"
+                         "AssertionError: daemonic processes are not allowed to have children")
+
+    client.force_login(marketer)
+    state = client.get(f"/admin/leads/importjob/{job.pk}/progress.json").json()
+    assert state["error"] == importer.JOB_UNEXPECTED_ERROR and state["finished"]
+    page = client.get(f"/admin/leads/importjob/{job.pk}/progress/").content.decode()
+    assert f'<p class="errornote" id="job-error">{importer.JOB_UNEXPECTED_ERROR.split(":")[0]}' in page
+    assert "<summary>Technical details</summary>" in page
+    assert page.index("Technical details") < page.index("AssertionError: daemonic processes")
+    assert "Retry the import" in page
+
+    # An error recorded before these messages existed: the same plain message, the text as details.
+    ImportJob.objects.filter(pk=job.pk).update(error="AssertionError: daemonic processes are not allowed")
+    job.refresh_from_db()
+    assert importer.job_error(job) == (importer.JOB_UNEXPECTED_ERROR,
+                                       "AssertionError: daemonic processes are not allowed")
+
+
+def test_a_file_that_cannot_be_read_fails_with_a_message_that_says_so(form, tmp_path):
+    job = pending_job(form, tmp_path)
+    (tmp_path / "lista.csv").unlink()
+    with pytest.raises(importer.ImportFileError):
+        importer.import_job_run(job_id=job.pk, worker="w")
+    job.refresh_from_db()
+    message, details = importer.job_error(job)
+    assert (job.status, message) == ("failed", importer.JOB_FILE_ERROR)
+    assert details.startswith("Cannot read ") and "lista.csv" in details
+
+
+def test_a_failed_job_is_retried_from_the_list_and_resumes_after_its_last_committed_line(
+        client, marketer, form, tmp_path, monkeypatch, queued, django_capture_on_commit_callbacks):
+    job = pending_job(form, tmp_path)
+    done = pending_job(form, tmp_path)
+    ImportJob.objects.filter(pk=done.pk).update(status="done")
+    failing_on_batch(monkeypatch, 2, RuntimeError("boom"))  # after the first batch (lines 2-5) committed
+    with pytest.raises(RuntimeError):
+        importer.import_job_run(job_id=job.pk, worker="w", batch_size=4)
+    job.refresh_from_db()
+    assert (job.status, job.last_line, job.created_count) == ("failed", 5, 4)
+    monkeypatch.undo()
+    monkeypatch.setattr("leads.tasks.run_import_job.delay", lambda *args, **kwargs: queued.append((args, kwargs)))
+
+    client.force_login(marketer)
+    changelist = client.get("/admin/leads/importjob/").content.decode()
+    assert '<option value="retry">Retry the selected failed imports</option>' in changelist
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/admin/leads/importjob/", {
+            "action": "retry", "_selected_action": [job.pk, done.pk]}, follow=True)
+    assert "1 failed import will be retried" in response.content.decode()
+    job.refresh_from_db()
+    assert (job.status, job.error, job.finished_at, job.last_line) == ("pending", "", None, 5)
+    assert queued == [((job.pk,), {})]
+    assert ImportJob.objects.get(pk=done.pk).status == "done"
+
+    job = importer.import_job_run(job_id=job.pk, worker="w2", batch_size=4)  # what the worker does
+    assert (job.status, job.rows_done, job.created_count, job.rejected_count) == ("done", 11, 10, 1)
+    assert Lead.objects.count() == 10
+
+
+def test_the_retry_button_puts_a_failed_job_back_to_pending_for_those_who_may_import(
+        client, marketer, rep, form, tmp_path, queued, django_capture_on_commit_callbacks):
+    job = pending_job(form, tmp_path)
+    ImportJob.objects.filter(pk=job.pk).update(status="failed", error="RuntimeError: boom")
+    rep.is_staff = True
+    rep.save()
+    client.force_login(rep)
+    assert client.post(f"/admin/leads/importjob/{job.pk}/retry/").status_code == 403
+    assert ImportJob.objects.get(pk=job.pk).status == "failed"
+
+    client.force_login(marketer)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/admin/leads/importjob/{job.pk}/retry/", follow=True)
+    assert "The import will be retried" in response.content.decode()
+    job.refresh_from_db()
+    assert (job.status, job.error) == ("pending", "") and queued == [((job.pk,), {})]
+    assert "Retry the import" not in client.get(f"/admin/leads/importjob/{job.pk}/progress/").content.decode()
+    # A job that has not failed is left alone.
+    assert importer.import_job_retry(job=job) is False
