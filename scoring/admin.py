@@ -3,6 +3,7 @@ computed in the database) and activated; active and archived rulesets are read-o
 and can be copied into a new draft. Rescoring jobs show their progress."""
 
 import json
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
@@ -22,17 +23,28 @@ from django.utils.translation import gettext_lazy as _
 from leads.models import LeadStatus, Reason, Temperature
 
 from . import engine, services
-from .forms import FIELD_DATALIST_ID, OPERATOR_LABELS, RuleForm, field_options
+from .forms import RuleForm, show_value
+from .labels import OPERATOR_LABELS, criterion, field_label, value_text
 from .models import RescoreJob, Rule, Ruleset
 
 STATUS_ORDER = [choice for choice, _label in LeadStatus.choices]
 TEMPERATURE_ORDER = ["hot", "warm", "cold"]
 
 
-class RuleInline(admin.TabularInline):
+class RuleInline(admin.StackedInline):
+    """Each rule on two short lines, what it looks at and what it does, so that every box
+    shows its words whole on a laptop's screen (eleven columns did not fit in 1366 px)."""
+
     model = Rule
     form = RuleForm
-    fields = ["order", "name", "field", "operator", "value", "window_days", "effect", "points", "reason", "active"]
+    fieldsets = [(None, {"fields": [
+        ("name", "field", "operator", "value", "window_days"), ("effect", "points", "reason", "order", "active"),
+    ]})]
+    # An active or archived ruleset shows its rules read-only, in the same words.
+    read_only_fieldsets = [(None, {"fields": [
+        ("name", "field_words", "operator", "value_words", "window_days"),
+        ("effect", "points", "reason", "order", "active"),
+    ]})]
     ordering = ["order", "id"]
     extra = 1
 
@@ -58,6 +70,21 @@ class RuleInline(admin.TabularInline):
 
     def get_extra(self, request, obj=None, **kwargs):
         return 0 if obj is not None and obj.rules.exists() else self.extra
+
+    def get_fieldsets(self, request, obj=None):
+        return self.fieldsets if self._editable(obj) else self.read_only_fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if self._editable(obj) else [*fields, "field_words", "value_words"]
+
+    @admin.display(description=_("field"))
+    def field_words(self, rule):
+        return field_label(rule.field)
+
+    @admin.display(description=_("value"))
+    def value_words(self, rule):
+        return show_value(rule.value, rule.field, rule.operator)
 
 
 @admin.register(Ruleset)
@@ -146,7 +173,10 @@ class RulesetAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context.update(
-            field_datalist_id=FIELD_DATALIST_ID, field_options=field_options(), operator_help=OPERATOR_LABELS.items(),
+            operator_help=[(OPERATOR_LABELS[operator], operator) for operator in engine.OPERATORS],
+            attribute_prefix_json=json.dumps(engine.ATTRIBUTE_PREFIX),
+            example_low=value_text(5000), example_number=value_text(20000),
+            example_decimal=value_text(Decimal("20000.50")),
             engagement_fields_json=json.dumps(sorted(engine.ENGAGEMENT_FIELDS)),
             may_activate=obj is not None and obj.state != Ruleset.State.ACTIVE and self.may_activate(request),
             may_duplicate=obj is not None and self.has_add_permission(request),
@@ -271,32 +301,38 @@ def sample_why(lead, verdict, ruleset):
                                                                                  Rule.Effect.DISQUALIFIED)), None)
     if knock_out:
         why = _("%(rule)s (%(field)s: %(seen)s) → %(reason)s") % {
-            "rule": knock_out["name"], "field": knock_out["field"],
-            "seen": knock_out["seen"] if knock_out["seen"] not in (None, "") else "—",
+            "rule": knock_out["name"], "field": field_label(knock_out["field"]), "seen": seen_text(knock_out),
             "reason": reasons.get(knock_out["reason"], knock_out["reason"])}
     elif verdict.status == LeadStatus.QUALIFIED:
         why = _("%(score)s points, at least %(qualify)s") % {"score": verdict.score,
                                                               "qualify": ruleset.qualify_threshold}
     else:
         why = _("%(score)s points, below %(qualify)s") % {"score": verdict.score, "qualify": ruleset.qualify_threshold}
-    points = [f"{item['name']} {item['points']:+d}" for item in verdict.explanation
-              if item["effect"] == Rule.Effect.POINTS and item["points"]]
+    # The engagement line has no rule behind it: it reads as on the lead's page.
+    points = [f"{item['name'] if item.get('field') else _('Recent engagement')} {item['points']:+d}"
+              for item in verdict.explanation if item["effect"] == Rule.Effect.POINTS and item["points"]]
     return {"lead": lead, "old_score": lead.score, "new_score": verdict.score, "why": why,
             "points": ", ".join(points)}
 
 
+def seen_text(item):
+    """The lead's value a rule saw: numbers in the reader's format, "—" for nothing."""
+    seen = item.get("seen")
+    if seen is None or seen == "":
+        return "—"
+    if item.get("field") in engine.NUMBER_FIELDS and engine.as_number(seen) is not None:
+        return value_text(engine.as_number(seen))
+    return seen
+
+
 def rule_summary(rule):
-    value = rule.value
-    if isinstance(value, list):
-        value = ", ".join(str(item) for item in value)
+    """A rule of the impact page in words: "State (UF) is not one of SP", "Email clicks in
+    the last 14 days is at least 2"."""
     if rule.effect == Rule.Effect.POINTS:
         effect = f"{rule.points:+d}"
     else:
         effect = f"{rule.get_effect_display()} ({rule.reason})" if rule.reason_id else rule.get_effect_display()
-    field = rule.field
-    if engine.ENGAGEMENT_FIELDS.get(rule.field):
-        field = _("%(field)s in the last %(days)s days") % {"field": rule.field, "days": rule.window_days}
-    return {"name": rule.name, "field": field, "operator": rule.operator, "value": "" if value is None else value,
+    return {"name": rule.name, "criterion": criterion(rule.field, rule.operator, rule.value, rule.window_days),
             "effect": effect, "active": rule.active}
 
 

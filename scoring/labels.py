@@ -67,10 +67,14 @@ def value_text(value):
     return str(value)
 
 
-def criterion(field, operator, value):
+def criterion(field, operator, value, window_days=None):
     """"State is not one of SP", "Budget is at least 20,000", "Budget is between 5,000
-    and 20,000", "Job title is empty"."""
-    words = [field_label(field), str(OPERATOR_LABELS.get(operator, operator))]
+    and 20,000", "Job title is empty"; with ``window_days``, an engagement count says its
+    window ("Email clicks in the last 14 days is at least 2")."""
+    name = field_label(field)
+    if window_days and field in engine.ENGAGEMENT_FIELDS:
+        name = str(_("%(field)s in the last %(days)s days") % {"field": name, "days": window_days})
+    words = [name, str(OPERATOR_LABELS.get(operator, operator))]
     if operator not in engine.EMPTY_OPERATORS:
         if operator == "between" and isinstance(value, list | tuple) and len(value) == 2:
             words.append(str(_("%(low)s and %(high)s") % {"low": value_text(value[0]), "high": value_text(value[1])}))

@@ -65,11 +65,9 @@ def test_ruleset_pages_render_for_every_state(admin_client):
     assert admin_client.get(reverse("admin:scoring_ruleset_add")).status_code == 200
     page = admin_client.get(change_url(draft))
     assert page.status_code == 200
-    assert b'<datalist id="funil-rule-fields">' in page.content
-    assert b'<option value="company_size">' in page.content
-    assert b'list="funil-rule-fields"' in page.content
-    assert b'a JSON list (["SP", "RJ"]; [10, 50] for between)' in page.content
-    assert b"<dt>email_domain_in</dt><dd>email domain is one of [list]</dd>" in page.content
+    assert b'<option value="company_size" selected>Company size</option>' in page.content
+    assert b'a list separated by commas (SP, RJ)' in page.content
+    assert b"<dt>has its domain among</dt><dd><code>email_domain_in</code></dd>" in page.content
     assert reverse("admin:scoring_ruleset_impact", args=[draft.pk]).encode() in page.content
     read_only = admin_client.get(change_url(active))
     assert read_only.status_code == 200
@@ -116,7 +114,8 @@ def test_the_rule_inline_saves_good_rules_and_reads_plain_text_values(admin_clie
                       ("email_clicks", [1, 5])]
     page = admin_client.get(change_url(draft))
     assert b'name="rules-0-value" value="palete"' in page.content
-    assert b'value="[&quot;SP&quot;, &quot;RJ&quot;]"' in page.content
+    assert b'name="rules-1-value" value="SP, RJ"' in page.content
+    assert b'name="rules-2-value" value="5,000"' in page.content
 
 
 @pytest.mark.parametrize("rule, field, message", [
@@ -197,7 +196,7 @@ def test_the_impact_page_shows_the_numbers_ruleset_impact_computes(admin_client)
     assert (qualified["old_score"], qualified["new_score"]) == (0, 50)
     assert qualified["why"] == "50 points, at least 40" and qualified["points"] == "Decisor +30, Empresa média +20"
     [far] = samples[("New", "Out of focus")][:1]
-    assert far["why"] == "Fora de SP (state: RJ) → Fora da área de atendimento"
+    assert far["why"] == "Fora de SP (State (UF): RJ) → Fora da área de atendimento"
     assert "Why: 50 points, at least 40 · Decisor +30, Empresa média +20" in page.content.decode()
     # Moving cells are shaded by their share of the largest move: a gain for sales in green.
     new_row = table["rows"][[str(r["label"]) for r in table["rows"]].index("New")]
