@@ -61,8 +61,10 @@ def lead_timeline_shown(lead, limit=TIMELINE_LIMIT):
         names = {person.get_username(): person.get_full_name() or person.get_username() for person in people}
     for event in events:
         data = event.data or {}
-        event.assigned_from = names.get(data.get("from"), data.get("from")) or ""
-        event.assigned_to = names.get(data.get("to"), data.get("to")) or ""
+        event.assigned_from = event.assigned_to = ""
+        if event.kind == LeadEvent.Kind.ASSIGNED:  # other kinds keep other things under "from" (a score, a fit)
+            event.assigned_from = names.get(data.get("from"), data.get("from")) or ""
+            event.assigned_to = names.get(data.get("to"), data.get("to")) or ""
         event.requalify_on = _event_date(data.get("requalify_at"))
         event.deal_amount = _event_decimal(data.get("deal_value"))
     return events

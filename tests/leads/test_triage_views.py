@@ -687,3 +687,26 @@ def test_a_page_the_person_may_not_open_says_so_in_the_sites_page(client, rep, p
     _in_portuguese(client)
     body = client.get(path.format(pk=lead.pk)).content.decode()
     assert '<html lang="pt-br">' in body and "Caixa de entrada" in body
+
+
+def test_the_lead_page_shows_events_that_keep_other_things_under_from(client, rep):
+    """A score's and a rating's events keep their previous value (a dict, a text) under
+    "from": only an assignment's is a person to name."""
+    lead = qualified(first_name="Dora", last_name="Dados")
+    services.lead_record_score(lead=lead, score=80, temperature="hot")
+    services.lead_record_score(lead=lead, score=40, temperature="warm")
+    services.lead_assign(lead=lead, owner=rep, actor=rep)
+    client.force_login(rep)
+    response = client.get(lead.get_absolute_url())
+    assert response.status_code == 200
+    assert rep.get_full_name() in response.content.decode()
+
+
+def test_a_filtered_view_keeps_the_filter_panel_closed_and_says_how_many_filters_apply(client, rep):
+    client.force_login(rep)
+    body = client.get(reverse("leads:inbox"), {"status": "qualified", "state": "SP"}).content.decode()
+    assert '<details class="card filters" >' in body and "Filters · 2 active</summary>" in body
+    body = client.get(reverse("leads:inbox"), {"status": "qualified", "score_min": "abc"}).content.decode()
+    assert '<details class="card filters" open>' in body
+    body = client.get(reverse("leads:inbox")).content.decode()
+    assert "<summary>Filters</summary>" in body
