@@ -92,6 +92,8 @@ def inbox(request):
         "query": query, "is_default": is_default, "filterset": filterset, "rows": [], "total": None,
         "exact": True, "next_url": None, "previous_url": None, "cursor_error": None,
         "filter_errors": filter_errors(filterset.errors),
+        # How many filters narrow this view (the panel stays closed and says so; it opens on an error).
+        "active_filters": sum(1 for key in FILTER_KEYS if key != "ordering" and query.getlist(key)),
         "filter_query": _filter_query(query), "fresh_since": None, "poll_seconds": _poll_seconds(),
         "selected": {key: set(query.getlist(key)) for key in ("status", "temperature", "state")},
     }
