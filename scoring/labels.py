@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.core.exceptions import FieldDoesNotExist
 from django.utils import formats
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from . import engine
@@ -49,10 +50,9 @@ def field_label(name):
     from leads.models import Lead
 
     try:
-        label = Lead._meta.get_field(name).verbose_name
+        return str(capfirst(Lead._meta.get_field(name).verbose_name))
     except FieldDoesNotExist:
         return name
-    return str(label)[:1].upper() + str(label)[1:]
 
 
 def value_text(value):

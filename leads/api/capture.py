@@ -9,11 +9,9 @@ known.
 import re
 
 from django.conf import settings
-from django.core.exceptions import FieldDoesNotExist
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.text import capfirst
 from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
@@ -213,13 +211,11 @@ def error_text(message):
 
 
 def field_label(name):
-    """A posted field's name as the person filling the form knows it."""
-    from ..models import Lead
+    """A posted field's name as the person filling the form knows it: the posted keys that
+    are no lead field by their own words, the others as the rules say a field."""
+    from scoring.labels import field_label as lead_field_label
 
     special = {"name": _("Name"), "consent": _("Consent"), "_raw": _("Form")}
     if name in special:
         return special[name]
-    try:
-        return capfirst(Lead._meta.get_field(name).verbose_name)
-    except FieldDoesNotExist:
-        return name
+    return lead_field_label(name)
