@@ -13,7 +13,7 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from . import charts, reports, roles
+from . import charts, reports, roles, spreadsheets
 
 MAX_PERIOD_DAYS = 3 * 366
 
@@ -67,16 +67,17 @@ def _fmt(kind, value):
     return str(value)
 
 
-def _raw(kind, value):
-    """CSV cells: plain numbers (dot decimal), hours for durations, fractions for rates."""
+def _raw(kind, value, number=str):
+    """CSV cells: plain numbers (no grouping; ``number`` puts the reader's decimal mark),
+    hours for durations, fractions for rates."""
     if value is None:
         return ""
     if kind == "hours":
-        return f"{value / 3600:.2f}"
+        return number(f"{value / 3600:.2f}")
     if kind == "pct":
-        return f"{Decimal(value):.4f}"
+        return number(f"{Decimal(value):.4f}")
     if kind == "money":
-        return f"{Decimal(value):.2f}"
+        return number(f"{Decimal(value):.2f}")
     return str(value)
 
 
@@ -94,10 +95,10 @@ class Chart:
         return [[_fmt(kind, value) for (_header, kind), value in zip(self.columns, row, strict=True)]
                 for row in self.rows]
 
-    def csv_rows(self):
-        yield [header for header, _kind in self.columns]
+    def csv_rows(self, number=str):
+        yield [str(header) for header, _kind in self.columns]
         for row in self.rows:
-            yield [_raw(kind, value) for (_header, kind), value in zip(self.columns, row, strict=True)]
+            yield [_raw(kind, value, number) for (_header, kind), value in zip(self.columns, row, strict=True)]
 
 
 def _hours(seconds):
@@ -283,7 +284,10 @@ def dashboard_csv(request, slug):
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     stamp = f"{data.period.start:%Y%m%d}-{data.period.end:%Y%m%d}"
     response["Content-Disposition"] = f'attachment; filename="funil-{slug}-{stamp}.csv"'
-    writer = csv.writer(response)
-    for row in chart.csv_rows():
+    # For the person's spreadsheet: their language's delimiter and decimal mark, and a BOM.
+    spreadsheet = spreadsheets.conventions()
+    response.write(spreadsheets.BOM)
+    writer = csv.writer(response, delimiter=spreadsheet.delimiter)
+    for row in chart.csv_rows(number=spreadsheet.number):
         writer.writerow(row)
     return response

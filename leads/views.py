@@ -268,7 +268,7 @@ def lead_action(request, pk, action):
         if not form.is_valid():
             return render(request, "leads/detail.html", _detail_context(request, lead, bound=form), status=400)
     try:
-        _run_action(action, lead, user, form)
+        result = _run_action(action, lead, user, form)
     except PermissionDenied as exc:
         return render(request, "leads/problem.html", {"message": str(exc) or _("You may not do this."),
                                                       "lead": lead}, status=403)
@@ -277,9 +277,22 @@ def lead_action(request, pk, action):
         for field, errors in exc.message_dict.items():
             form.add_error(field if field in form.fields else None, errors)
         return render(request, "leads/detail.html", _detail_context(request, lead, bound=form), status=400)
-    _forget_totals(user)
-    messages.success(request, done[action])
+    if result is not None and result.updated_at == lead.updated_at:
+        # The service found the lead already so and wrote nothing: say that, not "done".
+        messages.info(request, _unchanged_message(action, result))
+    else:
+        _forget_totals(user)
+        messages.success(request, done[action])
     return HttpResponseRedirect(_safe_next(request, lead.get_absolute_url()))
+
+
+def _unchanged_message(action, lead):
+    if action in ("claim", "unclaim", "assign"):
+        if lead.owner_id is None:
+            return _("Nothing changed: this lead is not assigned to anyone.")
+        return _("Nothing changed: this lead is already assigned to %(owner)s.") % {
+            "owner": lead.owner.get_full_name() or lead.owner.get_username()}
+    return _("Nothing changed: this lead is already “%(status)s”.") % {"status": lead.get_status_display()}
 
 
 def _forget_totals(user):
@@ -288,27 +301,31 @@ def _forget_totals(user):
 
 
 def _run_action(action, lead, user, form):
+    """Run the action's service. Returns the lead as the service left it when the action
+    may find nothing to do (its ``updated_at`` then unchanged), else None."""
     data = form.cleaned_data if form is not None else {}
     if action == "claim":
-        services.lead_assign(lead=lead, owner=user, actor=user)
-    elif action == "unclaim":
-        services.lead_assign(lead=lead, owner=None, actor=user)
-    elif action == "assign":
-        services.lead_assign(lead=lead, owner=data["owner"], actor=user)
-    elif action == "qualify":
-        services.lead_change_status(lead=lead, status=LeadStatus.QUALIFIED, actor=user, note=data["note"])
-    elif action == "disqualify":
-        services.lead_change_status(lead=lead, status=LeadStatus.DISQUALIFIED, actor=user, **form.service_arguments())
-    elif action == "out_of_focus":
-        services.lead_change_status(lead=lead, status=LeadStatus.OUT_OF_FOCUS, actor=user, reason=data["reason"],
-                                    note=data["note"])
-    elif action == "convert":
-        services.lead_change_status(lead=lead, status=LeadStatus.CONVERTED, actor=user,
-                                    deal_value=data["deal_value"], note=data["note"])
-    elif action == "note":
+        return services.lead_assign(lead=lead, owner=user, actor=user)
+    if action == "unclaim":
+        return services.lead_assign(lead=lead, owner=None, actor=user)
+    if action == "assign":
+        return services.lead_assign(lead=lead, owner=data["owner"], actor=user)
+    if action == "qualify":
+        return services.lead_change_status(lead=lead, status=LeadStatus.QUALIFIED, actor=user, note=data["note"])
+    if action == "disqualify":
+        return services.lead_change_status(lead=lead, status=LeadStatus.DISQUALIFIED, actor=user,
+                                           **form.service_arguments())
+    if action == "out_of_focus":
+        return services.lead_change_status(lead=lead, status=LeadStatus.OUT_OF_FOCUS, actor=user,
+                                           reason=data["reason"], note=data["note"])
+    if action == "convert":
+        return services.lead_change_status(lead=lead, status=LeadStatus.CONVERTED, actor=user,
+                                           deal_value=data["deal_value"], note=data["note"])
+    if action == "note":
         services.lead_add_note(lead=lead, author=user, text=data["text"])
     elif action == "rate":
         services.lead_rate(lead=lead, actor=user, fit=data["fit"], note=data["note"])
+    return None
 
 
 # --- Bulk actions and saved views --------------------------------------------------------
@@ -330,25 +347,34 @@ def inbox_bulk(request):
     leads = selectors.lead_list_for(request.user).filter(pk__in=data["leads"])
     if data["action"] in ("enroll", "unenroll"):
         return _bulk_nurture(request, leads, data, back)
-    done, refused = 0, []
+    done, unchanged, refused = 0, 0, []
     for lead in leads:
         try:
             if data["action"] == "claim":
-                services.lead_assign(lead=lead, owner=request.user, actor=request.user)
+                result = services.lead_assign(lead=lead, owner=request.user, actor=request.user)
             elif data["action"] == "assign":
-                services.lead_assign(lead=lead, owner=data["owner"], actor=request.user)
+                result = services.lead_assign(lead=lead, owner=data["owner"], actor=request.user)
             else:
                 status = LeadStatus.DISQUALIFIED if data["action"] == "disqualify" else LeadStatus.OUT_OF_FOCUS
-                services.lead_change_status(lead=lead, status=status, actor=request.user,
-                                            reason=data["reason"], note=data["note"])
-            done += 1
+                result = services.lead_change_status(lead=lead, status=status, actor=request.user,
+                                                     reason=data["reason"], note=data["note"])
         except (PermissionDenied, ValidationError) as exc:
             text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             refused.append(f"{lead}: {text}")
+        else:
+            # The service writes nothing for a lead already in that state.
+            if result.updated_at == lead.updated_at:
+                unchanged += 1
+            else:
+                done += 1
     if done:
         _forget_totals(request.user)
         messages.success(request, ngettext("%(count)d lead updated.", "%(count)d leads updated.", done)
                          % {"count": done})
+    if unchanged:
+        messages.info(request, ngettext("%(count)d lead was already in that state: nothing changed.",
+                                        "%(count)d leads were already in that state: nothing changed.", unchanged)
+                      % {"count": unchanged})
     for line in refused[:10]:
         messages.error(request, line)
     return HttpResponseRedirect(back)

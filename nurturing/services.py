@@ -53,38 +53,52 @@ class SegmentNameTaken(InvalidSegment):
 @transaction.atomic
 def segment_save(*, name, filters, actor=None, description="", shared=True):
     """Save a view of the lead list under ``name``: creates the segment, or replaces the
-    one with the same slug when it is the person's own (``created_by``; no actor: one no
-    person created) and no sequence enrolls from it, since its filters decide who gets
-    that sequence's emails. Anything else raises ``SegmentNameTaken``, so that a name
-    never silently overwrites another person's view. ``shared``: whether everyone sees
-    the segment (``selectors.segments_for``); a shared one stays shared when replaced.
-    The filters must validate against the lead FilterSet, so a segment never holds a
-    filter the list would reject."""
+    person's own view of that name (``created_by``; no actor: one no person created) when
+    no sequence enrolls from it, since its filters decide who gets that sequence's
+    emails. A name that a view the person can see already has (a shared one, or a
+    sequence's) raises ``SegmentNameTaken``, so that a name never silently overwrites
+    another person's view; another person's private view, which this person cannot see,
+    does not take the name from them: theirs gets a slug of its own ("name-2").
+    ``shared``: whether everyone sees the segment (``selectors.segments_for``); a shared
+    one stays shared when replaced. The filters must validate against the lead FilterSet,
+    so a segment never holds a filter the list would reject."""
     filters = {
         key: value for key, value in (filters or {}).items() if key not in NON_FILTER_KEYS and value not in ("", [])
     }
     filterset = segment_filterset(filters=filters, user=actor)
     if not filterset.is_valid():
         raise InvalidSegment(filterset.errors)
-    slug = slugify(name)[:120]
+    slug = slugify(name)[:110]
     if not slug:
         raise InvalidSegment({"name": [_("A view needs a name with at least one letter or digit.")]})
     author = actor if actor is not None and actor.is_authenticated else None
     values = {"name": name.strip(), "filters": filters, "description": description, "shared": shared}
-    segment = Segment.objects.select_for_update().filter(slug=slug).first()
-    if segment is None:
+    for _attempt in range(5):
+        # Every view saved under this name: its slug, or its slug with a number.
+        namesakes = list(Segment.objects.select_for_update().filter(
+            Q(slug=slug) | Q(slug__regex=rf"^{re.escape(slug)}-[0-9]+$")).order_by("id"))
+        own = next((segment for segment in namesakes
+                    if segment.created_by_id == (author.pk if author else None)), None)
+        segment = own or next((segment for segment in namesakes if segment.shared), None)
+        if segment is not None:
+            break
+        taken = {segment.slug for segment in namesakes}
+        free = next(candidate for number in range(1, len(taken) + 2)
+                    if (candidate := slug if number == 1 else f"{slug}-{number}") not in taken)
         try:
             with transaction.atomic():
-                return Segment.objects.create(slug=slug, created_by=author, **values)
-        except IntegrityError:  # saved under the same slug meanwhile: that one is checked below
-            segment = Segment.objects.select_for_update().get(slug=slug)
+                return Segment.objects.create(slug=free, created_by=author, **values)
+        except IntegrityError:  # saved under the same slug meanwhile: look again
+            continue
+    else:
+        raise SegmentNameTaken(_("Could not save the view now; try again."))
     sequence = segment.sequences.order_by("name").first()
     if sequence is not None:
         raise SegmentNameTaken(
             _("The view “%(name)s” decides who enters the nurture sequence “%(sequence)s”, so it cannot be "
               "replaced from here; choose another name.") % {"name": segment.name, "sequence": sequence.name}
         )
-    if segment.created_by_id != (author.pk if author else None):
+    if segment is not own:
         raise SegmentNameTaken(_("A view named “%(name)s” already exists; choose another name.")
                                % {"name": segment.name})
     values["shared"] = segment.shared or shared

@@ -5,6 +5,11 @@ and answers every matching lead, one row each after a header row, in UTF-8 with 
 byte-order mark so that Excel shows accents right. Needs the same permission as the
 list. The rows are streamed from the database in chunks, never held in memory.
 
+``?dialect=spreadsheet`` writes it for a spreadsheet in the request's language
+(``Accept-Language``): in pt-BR, ``;`` between cells and a decimal comma in budgets and
+deal values, as Excel with Brazilian regional settings expects. The default
+(``standard``) is comma-separated with a decimal point, for programs.
+
 Cells a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``)
 are prefixed with ``'``, except plain numbers such as an E.164 phone.
 """
@@ -12,11 +17,12 @@ are prefixed with ``'``, except plain numbers such as an E.164 phone.
 import csv
 import json
 import re
+from decimal import Decimal
 
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from .. import selectors
+from .. import selectors, spreadsheets
 
 # (header, path in values_list)
 COLUMNS = [
@@ -33,29 +39,37 @@ COLUMNS = [
     ("converted_at", "converted_at"), ("requalify_at", "requalify_at"), ("message", "message"),
     ("attributes", "attributes"),
 ]
-BOM = "\ufeff"
+BOM = spreadsheets.BOM
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?[0-9][0-9.,]*")
 
 
-def csv_response(leads, *, filename=None):
+DIALECTS = ("standard", "spreadsheet")
+
+
+def csv_response(leads, *, filename=None, dialect="standard"):
+    """``dialect``: ``standard`` (``,`` and a decimal point) or ``spreadsheet`` (the
+    active language's conventions, ``spreadsheets.conventions``)."""
     filename = filename or f"leads-{timezone.localtime():%Y%m%d-%H%M}.csv"
-    response = StreamingHttpResponse(_lines(leads), content_type="text/csv; charset=utf-8")
+    style = spreadsheets.conventions() if dialect == "spreadsheet" else spreadsheets.STANDARD
+    response = StreamingHttpResponse(_lines(leads, style), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
-def _lines(leads):
+def _lines(leads, style=spreadsheets.STANDARD):
     buffer = _Echo()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, delimiter=style.delimiter)
     yield BOM + writer.writerow([header for header, _path in COLUMNS])
     for row in selectors.lead_rows(leads, [path for _header, path in COLUMNS]):
-        yield writer.writerow([_cell(value) for value in row])
+        yield writer.writerow([_cell(value, style) for value in row])
 
 
-def _cell(value):
+def _cell(value, style=spreadsheets.STANDARD):
     if value is None:
         return ""
+    if isinstance(value, Decimal):
+        return style.number(str(value))
     if hasattr(value, "tzinfo") and hasattr(value, "hour"):
         return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, dict):

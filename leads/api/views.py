@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
@@ -213,13 +213,22 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, APIViewSet):
         description=export.__doc__,
         operation_id="leads_export_csv",
         filters=True,
+        parameters=[OpenApiParameter(
+            "dialect", OpenApiTypes.STR, enum=list(export.DIALECTS), default="standard",
+            description="standard: `,` and a decimal point. spreadsheet: the conventions of the request's "
+                        "language (Accept-Language) for Excel; in pt-BR `;` and a decimal comma.",
+        )],
         responses=responses({(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="UTF-8 CSV, with BOM.")}),
     )
     def export(self, request):
         """``GET /api/v1/leads/export.csv?<the list's filters and ordering>`` (routed in
         ``config.api``): every matching lead, streamed as CSV."""
+        dialect = request.query_params.get("dialect") or "standard"
+        if dialect not in export.DIALECTS:
+            raise ValidationError({"dialect": [_("Choose one of: %(choices)s.") % {
+                "choices": ", ".join(export.DIALECTS)}]})
         leads = self.filter_queryset(self.get_queryset())
-        return export.csv_response(leads)
+        return export.csv_response(leads, dialect=dialect)
 
 
 FORM_OK = {200: FormOutputSerializer}

@@ -213,6 +213,28 @@ def test_the_csv_export_has_every_lead_of_the_filtered_list(client, manager, lea
     assert rows[2]["company"] == "'=HYPERLINK(\"x\")"  # a spreadsheet will not run it
 
 
+def test_the_csv_export_for_a_brazilian_spreadsheet_uses_semicolons_and_a_decimal_comma(client, manager, leads):
+    from decimal import Decimal
+
+    api = token_client(client, manager)
+    LeadFactory(email="verba@cliente.com.br", company="Paletes; Caixas", budget=Decimal("12500.50"), state="SP")
+    text = b"".join(api.get("/api/v1/leads/export.csv?state=SP&dialect=spreadsheet",
+                            HTTP_ACCEPT_LANGUAGE="pt-BR").streaming_content).decode("utf-8")
+    assert text.startswith("\ufeffid;created_at;status;")
+    rows = {row["email"]: row for row in csv.DictReader(io.StringIO(text[1:]), delimiter=";")}
+    assert rows["verba@cliente.com.br"]["budget"] == "12500,50"
+    assert rows["verba@cliente.com.br"]["company"] == "Paletes; Caixas"  # quoted, one cell
+    # For programs (the default), and for an English spreadsheet: commas and a decimal point.
+    for query, language in (("", "pt-BR"), ("&dialect=spreadsheet", "en")):
+        text = b"".join(api.get(f"/api/v1/leads/export.csv?state=SP{query}",
+                                HTTP_ACCEPT_LANGUAGE=language).streaming_content).decode("utf-8")
+        rows = {row["email"]: row for row in csv.DictReader(io.StringIO(text[1:]))}
+        assert rows["verba@cliente.com.br"]["budget"] == "12500.50"
+    response = api.get("/api/v1/leads/export.csv?dialect=excel")
+    assert response.status_code == 400
+    assert response.json()["errors"]["dialect"] == ["Choose one of: standard, spreadsheet."]
+
+
 # --- OpenAPI docs ------------------------------------------------------------------------
 
 

@@ -282,9 +282,24 @@ def test_a_chart_downloads_as_csv_with_the_same_numbers(client, world, marketer)
     response = client.get(reverse("insights:dashboard-csv", args=["funnel"]),
                           {"start": period.start, "end": period.end})
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    rows = list(csv.reader(io.StringIO(response.content.decode().removeprefix("\ufeff"))))
     assert rows[0][:2] == ["Stage", "Leads"]
     assert [row[1] for row in rows[1:4]] == ["6", "3", "1"]
+
+
+def test_a_chart_csv_opens_right_in_the_readers_spreadsheet(client, world, marketer):
+    client.force_login(marketer)
+    period = {"start": world["period"].start, "end": world["period"].end}
+    text = client.get(reverse("insights:dashboard-csv", args=["funnel"]), period,
+                      HTTP_ACCEPT_LANGUAGE="pt-BR").content.decode("utf-8")
+    assert text.startswith("\ufeff")  # else Excel reads UTF-8 as cp1252
+    rows = list(csv.reader(io.StringIO(text[1:]), delimiter=";"))
+    assert rows[0][:2] == ["Etapa", "Leads"]
+    assert [row[1] for row in rows[1:4]] == ["6", "3", "1"]
+    assert rows[2][2] == "0,5000"  # half of the captured leads qualified, with a decimal comma
+    text = client.get(reverse("insights:dashboard-csv", args=["funnel"]), period).content.decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text[1:])))
+    assert rows[2][2] == "0.5000"
 
 
 def test_reps_may_not_see_the_dashboard(client, world, rep):
@@ -322,13 +337,13 @@ def test_the_page_and_its_csv_share_figures_computed_once_for_five_minutes(clien
     assert "Figures computed at" in client.get(reverse("insights:dashboard"), period).content.decode()
     LeadFactory(email="later@cliente.com.br")  # captured after the page was computed
     rows = list(csv.reader(io.StringIO(client.get(reverse("insights:dashboard-csv", args=["funnel"]),
-                                                  period).content.decode())))
+                                                  period).content.decode().removeprefix("\ufeff"))))
     assert rows[1][1] == "6"  # the figures the page showed, not recomputed
     from django.core.cache import cache
 
     cache.clear()
     rows = list(csv.reader(io.StringIO(client.get(reverse("insights:dashboard-csv", args=["funnel"]),
-                                                  period).content.decode())))
+                                                  period).content.decode().removeprefix("\ufeff"))))
     assert rows[1][1] == "7"
 
 

@@ -659,9 +659,25 @@ def test_saving_a_view_under_a_taken_name_is_refused_unless_it_is_ones_own(clien
     client.post(reverse("leads:save-view"), {"name": "Quentes SP", "query": "temperature=hot&state=SP"})
     response = client.post(reverse("leads:save-view"), {"name": "Quentes SP", "query": "temperature=hot&state=RJ"})
     assert response.status_code == 302 and "state=RJ" in response["Location"]  # one's own: replaced
-    assert Segment.objects.get().filters == {"temperature": "hot", "state": "RJ"}
+    mine = Segment.objects.get()
+    assert mine.filters == {"temperature": "hot", "state": "RJ"} and not mine.shared
 
+    # Another rep cannot see a private view, so its name is free for theirs too.
     client.force_login(other_rep)
+    body = client.post(reverse("leads:save-view"), {"name": "quentes sp", "query": "status=new"},
+                       follow=True).content.decode()
+    assert "View saved as “quentes sp”." in body
+    theirs = Segment.objects.exclude(pk=mine.pk).get()
+    assert (theirs.created_by, theirs.slug, theirs.filters) == (other_rep, "quentes-sp-2", {"status": "new"})
+    client.post(reverse("leads:save-view"), {"name": "Quentes SP", "query": "status=qualified"})
+    theirs.refresh_from_db()
+    assert theirs.filters == {"status": "qualified"} and Segment.objects.count() == 2  # theirs replaced
+    mine.refresh_from_db()
+    assert mine.filters == {"temperature": "hot", "state": "RJ"}
+
+    # A shared view's name is taken for everyone else.
+    Segment.objects.filter(pk=theirs.pk).delete()
+    Segment.objects.filter(pk=mine.pk).update(shared=True)
     body = client.post(reverse("leads:save-view"), {"name": "quentes sp", "query": "status=new"},
                        follow=True).content.decode()
     assert "A view named “Quentes SP” already exists; choose another name." in body
@@ -710,3 +726,36 @@ def test_a_filtered_view_keeps_the_filter_panel_closed_and_says_how_many_filters
     assert '<details class="card filters" open>' in body
     body = client.get(reverse("leads:inbox")).content.decode()
     assert "<summary>Filters</summary>" in body
+
+
+def test_an_action_that_finds_the_lead_already_so_says_nothing_changed(client, rep):
+    lead = qualified()
+    client.force_login(rep)
+    events = LeadEvent.objects.filter(lead=lead).count()
+    body = client.post(reverse("leads:action", args=[lead.pk, "qualify"]), {"qualify-note": ""},
+                       follow=True).content.decode()
+    assert "Nothing changed: this lead is already “Qualified”." in body and "Lead qualified." not in body
+    assert LeadEvent.objects.filter(lead=lead).count() == events
+    body = client.post(reverse("leads:action", args=[lead.pk, "claim"]), follow=True).content.decode()
+    assert "You claimed this lead." in body
+    body = client.post(reverse("leads:action", args=[lead.pk, "claim"]), follow=True).content.decode()
+    assert "Nothing changed: this lead is already assigned to" in body and "You claimed" not in body
+    # With a note, qualifying again is a person's decision on the record: done.
+    body = client.post(reverse("leads:action", args=[lead.pk, "qualify"]), {"qualify-note": "Confirmed by phone"},
+                       follow=True).content.decode()
+    assert "Lead qualified." in body
+
+
+def test_bulk_actions_count_the_leads_already_so_apart(client, rep):
+    reason = ReasonFactory()
+    one, two, three = qualified(), qualified(), qualified()
+    client.force_login(rep)
+    client.post(reverse("leads:bulk"), {"action": "claim", "leads": [one.pk]}, follow=True)
+    body = client.post(reverse("leads:bulk"), {"action": "claim", "leads": [one.pk, two.pk, three.pk]},
+                       follow=True).content.decode()
+    assert "2 leads updated." in body and "1 lead was already in that state: nothing changed." in body
+    client.post(reverse("leads:bulk"), {"action": "disqualify", "reason": reason.pk, "leads": [one.pk, two.pk]},
+                follow=True)
+    body = client.post(reverse("leads:bulk"), {"action": "disqualify", "reason": reason.pk,
+                                               "leads": [one.pk, two.pk]}, follow=True).content.decode()
+    assert "leads updated" not in body and "2 leads were already in that state: nothing changed." in body
