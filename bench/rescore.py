@@ -89,17 +89,20 @@ def create_ruleset():
 
 def timed_chunks(services, transaction):
     """Time every chunk transaction of ``rescore_job_run``: from its first statement
-    (the chunk's verdicts; Django opens the transaction lazily) to after its COMMIT."""
+    (the write of the verdicts read before, or the verdicts computed inside the write;
+    Django opens the transaction lazily) to after its COMMIT."""
     durations = []
-    original = services._rescore_chunk
 
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        result = original(*args, **kwargs)
-        transaction.on_commit(lambda: durations.append(time.perf_counter() - start))
-        return result
+    def timed(original):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = original(*args, **kwargs)
+            transaction.on_commit(lambda: durations.append(time.perf_counter() - start))
+            return result
+        return wrapper
 
-    services._rescore_chunk = wrapper
+    services._rescore_chunk = timed(services._rescore_chunk)
+    services._rescore_chunk_dense = timed(services._rescore_chunk_dense)
     return durations
 
 

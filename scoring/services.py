@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -344,6 +345,12 @@ class FixedChunks(ChunkSizer):
 # change nothing writes it (its heartbeat) at most this often.
 PROGRESS_EVERY_SECONDS = 10
 
+# On PostgreSQL, once a chunk finds at least this share of its leads changing, the next
+# chunks compute their verdicts inside the write (``_rescore_chunk_dense``): reading
+# them first and writing them back by id would cost as much again. A chunk that finds
+# fewer goes back to reading first, so that unchanged leads are never locked nor written.
+DENSE_SHARE = 0.2
+
 
 def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
     """Run (or resume) a rescoring job, one chunk of lead ids per short transaction.
@@ -352,7 +359,9 @@ def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
     reads, without a transaction or a lock, which of its leads the rules would change;
     only those are written, in a transaction that also records the job's progress, so a
     resumed job starts after the last committed chunk. A chunk that changes nothing
-    writes nothing (a rerun of an unchanged ruleset). Chunks are sized by ``ChunkSizer``
+    writes nothing (a rerun of an unchanged ruleset). While chunks find many leads
+    changing (``DENSE_SHARE``), the next ones compute their verdicts inside the write
+    instead (``_rescore_chunk_dense``), which saves reading every lead twice. Chunks are sized by ``ChunkSizer``
     (or ``chunk_size`` ids each). On PostgreSQL, ``workers`` chunks (default
     ``RESCORE_WORKERS``) are rescored at once on their own connections; they still
     commit in order, so the progress never passes a chunk that is not done.
@@ -442,6 +451,9 @@ class _ChunkWork:
         self._next = job.done_through_id
         self._index = 0
         self._lock = threading.Lock()
+        # Whether the last chunk changed many of its leads (``DENSE_SHARE``): set by every
+        # chunk, read by the next one to start, whichever its thread.
+        self.dense = False
 
     def first_turn(self):
         turn = _Turn()
@@ -522,7 +534,18 @@ def _rescore_chunk_commit_once(work, start, end, *, after, turn):
     committed only once the previous chunk (``after``) has. A chunk that changes
     nothing writes nothing, unless the progress is due (``PROGRESS_EVERY_SECONDS``)."""
     job = work.job
+    if work.dense and connection.vendor == "postgresql":
+        began = time.monotonic()
+        with transaction.atomic():
+            seen, counts = _rescore_chunk_dense(work, start, end)
+            work.dense = counts["changed"] >= DENSE_SHARE * seen > 0
+            _chunk_commit(work, start, end, counts, after=after)
+        work.sizer.record(end - start, time.monotonic() - began)
+        turn.finish(True, recorded_through=end, recorded_at=time.monotonic())
+        return
     seen, changes = _chunk_changes(work, start, end)
+    if connection.vendor == "postgresql":
+        work.dense = changes is not None and len(changes[0]) >= DENSE_SHARE * seen > 0
     if not changes:
         if not after.wait_committed():
             raise ChunkAbandoned(f"Chunk ({start}, {end}] abandoned: the chunk before it failed.")
@@ -540,16 +563,23 @@ def _rescore_chunk_commit_once(work, start, end, *, after, turn):
     with transaction.atomic():
         counts = _rescore_chunk(work, start, end, changes)
         counts["seen"] = seen
-        if counts["status_changes"]:
-            webhook_status_events_record_for_rescore(job_id=job.pk, first_id=start, last_id=end, since=work.now)
-        if not after.wait_committed():
-            raise ChunkAbandoned(f"Chunk ({start}, {end}] rolled back: the chunk before it failed.")
-        # After the previous chunk committed: assignment locks the rules' rotation, and
-        # the chunks must take that lock in order.
-        _assign_newly_qualified(start, end, work.now)
-        _record_progress(job, after, end, counts)
+        _chunk_commit(work, start, end, counts, after=after)
     work.sizer.record(end - start, time.monotonic() - began)
     turn.finish(True, recorded_through=end, recorded_at=time.monotonic())
+
+
+def _chunk_commit(work, start, end, counts, *, after):
+    """The rest of a chunk's transaction once its leads are written: the webhooks of the
+    status changes, then, after the previous chunk committed, the assignments and the
+    job's progress."""
+    if counts["status_changes"]:
+        webhook_status_events_record_for_rescore(job_id=work.job.pk, first_id=start, last_id=end, since=work.now)
+    if not after.wait_committed():
+        raise ChunkAbandoned(f"Chunk ({start}, {end}] rolled back: the chunk before it failed.")
+    # After the previous chunk committed: assignment locks the rules' rotation, and
+    # the chunks must take that lock in order.
+    _assign_newly_qualified(start, end, work.now)
+    _record_progress(work.job, after, end, counts)
 
 
 def _record_progress(job, after, end, counts):
@@ -669,17 +699,26 @@ def _chunk_changes(work, start, end):
     """
     # A read-only transaction of its own, over before the chunk's write begins.
     with transaction.atomic(), connection.cursor() as cursor:
-        # A chunk is small: compiling it to machine code (JIT) costs more than it saves.
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute("SET LOCAL work_mem = '64MB'")
-        # The joins are written in the order to run them (the lead, its events, then each
-        # lateral): searching for another order took ~10-40 ms of planning per chunk, for
-        # the same plan.
-        cursor.execute("SET LOCAL join_collapse_limit = 1")
-        cursor.execute("SET LOCAL from_collapse_limit = 1")
-        cursor.execute(statement, params)
-        seen, *arrays = cursor.fetchone()
+        with _verdict_planning(cursor):
+            cursor.execute(statement, params)
+            seen, *arrays = cursor.fetchone()
     return seen, (arrays if arrays[0] else None)
+
+
+@contextmanager
+def _verdict_planning(cursor):
+    """How to plan a chunk's verdicts, for the statements inside (in a transaction)."""
+    # A chunk is small: compiling it to machine code (JIT) costs more than it saves.
+    cursor.execute("SET LOCAL jit = off")
+    cursor.execute("SET LOCAL work_mem = '64MB'")
+    # The joins are written in the order to run them (the lead, its events, then each
+    # lateral): searching for another order took ~10-40 ms of planning per chunk, for
+    # the same plan.
+    cursor.execute("SET LOCAL join_collapse_limit = 1")
+    cursor.execute("SET LOCAL from_collapse_limit = 1")
+    yield
+    for name in ("jit", "work_mem", "join_collapse_limit", "from_collapse_limit"):
+        cursor.execute(f"RESET {name}")  # the rest of the transaction plans as usual
 
 
 def _rescore_chunk(work, start, end, changes):
@@ -747,18 +786,57 @@ def _rescore_chunk_postgresql(work, start, end, changes):
         # The SET clause's parameters come first in the text, then the unnested rows.
         cursor.execute(statement, [now, now, now, now, *changes, work.event_kind, work.event_data, now, changes[0]])
         *rows, (_, _, _, _, _, stale) = cursor.fetchall()
-    if stale:
-        # Changed since it was read: the verdict and the write in one statement, as of now.
-        sql, params = compiler.verdict_sql(work.compiled, work.base.filter(id__in=stale, id__gt=start, id__lte=end),
-                                           id_range=(start, end))
-        statement = f"""
-            WITH v AS MATERIALIZED ({sql}),
-            {_update_sql(work.requalifying, "v", "")}
-            SELECT old_status, new_status, old_temperature, new_temperature, count(*), NULL FROM upd GROUP BY 1, 2, 3, 4
-        """
-        with connection.cursor() as cursor:
-            cursor.execute(statement, [*params, now, now, now, now, work.event_kind, work.event_data, now])
-            rows += cursor.fetchall()
+    return _chunk_counts(rows + _rescore_stale(work, start, end, stale))
+
+
+def _rescore_chunk_dense(work, start, end):
+    """(leads seen, counts): the chunk's verdicts and their write in one statement (in
+    the chunk's transaction), for chunks where many leads change. Writes each lead only
+    if the row is still the version the verdict read: one that another transaction
+    changed while the statement ran (it then waits for that row, and sees the new
+    version only at the write) is scored again from its committed row."""
+    now = work.now
+    sql, params = work.verdicts(start, end)
+    statement = f"""
+        WITH v AS MATERIALIZED ({sql}),
+        {_update_sql(work.requalifying, "v", f"AND l.id > {int(start)} AND l.id <= {int(end)} "
+                                             "AND l.xmin::text::bigint = v.row_version")}
+        SELECT old_status, new_status, old_temperature, new_temperature, count(*), NULL::bigint[]
+        FROM upd GROUP BY 1, 2, 3, 4
+        UNION ALL
+        SELECT NULL, NULL, NULL, NULL, (SELECT count(*) FROM v),
+               (SELECT array_agg(v.id) FROM v WHERE ({_changes_sql("v", work.requalifying)})
+                                             AND NOT EXISTS (SELECT 1 FROM upd WHERE upd.id = v.id))
+    """
+    with connection.cursor() as cursor, _verdict_planning(cursor):
+        cursor.execute(statement, [*params, now, now, now, now, work.event_kind, work.event_data, now])
+        *rows, (_, _, _, _, seen, stale) = cursor.fetchall()
+    counts = _chunk_counts(rows + _rescore_stale(work, start, end, stale))
+    counts["seen"] = seen
+    return seen, counts
+
+
+def _rescore_stale(work, start, end, stale):
+    """The leads of a chunk that changed since their verdict was read (ids ``stale``):
+    the verdict and the write in one statement, as of now. Returns the moves' rows."""
+    if not stale:
+        return []
+    now = work.now
+    sql, params = compiler.verdict_sql(work.compiled, work.base.filter(id__in=stale, id__gt=start, id__lte=end),
+                                       id_range=(start, end))
+    statement = f"""
+        WITH v AS MATERIALIZED ({sql}),
+        {_update_sql(work.requalifying, "v", "")}
+        SELECT old_status, new_status, old_temperature, new_temperature, count(*), NULL FROM upd GROUP BY 1, 2, 3, 4
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*params, now, now, now, now, work.event_kind, work.event_data, now])
+        return cursor.fetchall()
+
+
+def _chunk_counts(rows):
+    """Leads changed, status changes and the moves, from rows of (old status, new
+    status, old temperature, new temperature, count)."""
     transitions = {}
     changed = status_changes = 0
     for old_status, new_status, old_temp, new_temp, count, _ in rows:

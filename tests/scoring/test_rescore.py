@@ -297,13 +297,76 @@ def _run_in_thread(work):
     return thread, outcome
 
 
+def _start_dense(monkeypatch):
+    """Chunks compute their verdicts inside their write from the first chunk on (as they
+    do once a chunk found many leads changing)."""
+    original = services._ChunkWork.__init__
+
+    def dense(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.dense = True
+
+    monkeypatch.setattr(services._ChunkWork, "__init__", dense)
+
+
+def test_on_postgresql_chunks_switch_to_verdicts_inside_the_write_while_many_leads_change(
+        require_postgres, monkeypatch):
+    leads = [LeadFactory(email=f"d{i}@x.com.br", **PEOPLE[i % len(PEOPLE)]) for i in range(40)]
+    ruleset = pallet_ruleset()
+    dense_chunks, original = [], services._rescore_chunk_dense
+    monkeypatch.setattr(services, "_rescore_chunk_dense",
+                        lambda work, start, end: dense_chunks.append(start) or original(work, start, end))
+    job = services.rescore_job_run(job_id=services.ruleset_activate(ruleset=ruleset).pk, chunk_size=10, workers=1)
+    # The first chunk reads first and finds every lead changing; the next three write at once.
+    assert len(dense_chunks) == 3
+    assert (job.status, job.leads_seen, job.leads_changed) == (RescoreJob.Status.DONE, len(leads), len(leads))
+    rules = services.ruleset_to_engine(ruleset)
+    for lead in Lead.objects.select_related("reason"):
+        verdict = services.lead_evaluate(lead=lead, rules=rules, now=timezone.now())
+        assert (lead.status, lead.score, lead.temperature) == (verdict.status, verdict.score, verdict.temperature)
+    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED, data__job=job.pk).count() == len(leads)
+    # A rerun changes nothing: its chunks read first, and none writes.
+    dense_chunks.clear()
+    again = services.rescore_job_run(job_id=services.rescore_job_create(ruleset=ruleset).pk, chunk_size=10,
+                                     workers=1)
+    assert (again.leads_seen, again.leads_changed, dense_chunks) == (len(leads), 0, [])
+
+
+def test_on_postgresql_a_lead_changed_while_its_verdict_is_written_is_scored_from_its_committed_row(
+        other_writer, monkeypatch):
+    """Verdicts inside the write: another transaction has changed a lead and not yet
+    committed when the chunk's statement reads it; the chunk waits for that row, finds
+    it is no longer the version it scored, and scores it again from the committed row."""
+    _start_dense(monkeypatch)
+    leads = make_leads()
+    ruleset = pallet_ruleset()
+    target = leads[0]  # qualifies in SP
+    job = services.ruleset_activate(ruleset=ruleset)
+    other_writer.execute("BEGIN")
+    other_writer.execute("UPDATE leads_lead SET state = 'RJ' WHERE id = %s", [target.pk])
+    runner, outcome = _run_in_thread(lambda: services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1))
+    assert other_writer.blocked_backend()  # the chunk's UPDATE waits for the target's row
+    other_writer.execute("COMMIT")
+    runner.join(timeout=60)
+    done = outcome["result"]
+    assert (done.status, done.leads_seen, done.leads_changed) == (RescoreJob.Status.DONE, len(leads), len(leads))
+    target.refresh_from_db()
+    verdict = services.lead_evaluate(lead=target, rules=services.ruleset_to_engine(ruleset))
+    assert (target.status, target.score) == (verdict.status, verdict.score) == (LeadStatus.OUT_OF_FOCUS, target.score)
+    event = target.events.get(kind=LeadEvent.Kind.STATUS_CHANGED)
+    assert (event.from_status, event.to_status) == (LeadStatus.NEW, LeadStatus.OUT_OF_FOCUS)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["read-first", "verdicts-in-the-write"])
 def test_on_postgresql_a_chunk_the_database_aborts_to_break_a_deadlock_runs_again_and_the_job_completes(
-        other_writer, caplog):
+        other_writer, caplog, monkeypatch, dense):
     """Another writer holds the last lead and then wants the first, which the chunk's
     UPDATE already holds: PostgreSQL aborts the chunk (it waited first), the chunk runs
     again once the other writer is done, and the job ends complete, each move once."""
     import logging
 
+    if dense:
+        _start_dense(monkeypatch)
     caplog.set_level(logging.INFO, logger="scoring.services")
     leads = make_leads()
     first, last = leads[0].pk, leads[-1].pk
