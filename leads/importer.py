@@ -1269,14 +1269,15 @@ def job_error(job):
     return gettext(JOB_UNEXPECTED_ERROR), text
 
 
-def import_job_retry(*, job):
+def import_job_retry(*, job, enqueue=True):
     """Put a failed import job back to pending: it is queued (on commit, and by the
     sweep should that message be lost) and resumes after its last committed line, with
-    its counts so far. Returns whether the job had failed (nothing happens otherwise)."""
+    its counts so far. Returns whether the job had failed (nothing happens otherwise).
+    ``enqueue=False``: the caller runs it now (``import_leads --job ID --retry``)."""
     updated = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.FAILED).update(
         status=ImportJob.Status.PENDING, error="", worker="", finished_at=None, heartbeat_at=timezone.now(),
     )
-    if updated:
+    if updated and enqueue:
         transaction.on_commit(lambda: _enqueue(job.pk))
     return bool(updated)
 

@@ -408,3 +408,18 @@ def test_missing_required_lists_what_the_form_requires_and_no_column_gives(db):
     # A full name gives the last name; the form's default interest fills the interest.
     form.default_interest = "Paletes"
     assert importer.missing_required(form, ["email", "name", "company", "segmento", "consent"]) == []
+
+
+def test_the_command_refuses_a_mapping_that_would_reject_every_row_unless_told(tmp_path):
+    FormFactory(slug="exige", fields=["email", "name", "company"], required_fields=["company"])
+    path = write(tmp_path, "E-mail;Nome\r\nana@cliente.com.br;Ana\r\n")
+    with pytest.raises(CommandError) as refused:
+        run(path, form_slug="exige")
+    assert str(refused.value) == (
+        "No column gives what form 'exige' requires (company): every row would be rejected. Send a column to it "
+        'with --map "COLUMN=FIELD", or import anyway with --allow-missing.')
+    assert Lead.objects.count() == 0
+    out, err = run(path, "--dry-run", form_slug="exige")
+    assert "Warning: No column gives what form 'exige' requires (company)" in err
+    out, err = run(path, "--allow-missing", form_slug="exige")
+    assert "Warning:" in err and Lead.objects.count() == 0 and "rejected: 1" in out.lower()

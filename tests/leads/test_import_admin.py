@@ -410,6 +410,31 @@ def test_a_failed_job_is_retried_from_the_list_and_resumes_after_its_last_commit
     assert Lead.objects.count() == 10
 
 
+def test_a_failed_job_is_retried_from_the_command_line_after_its_last_committed_line(
+        form, tmp_path, monkeypatch, queued):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    job = pending_job(form, tmp_path)
+    failing_on_batch(monkeypatch, 2, RuntimeError("boom"))
+    with pytest.raises(RuntimeError):
+        importer.import_job_run(job_id=job.pk, worker="w", batch_size=4)
+    monkeypatch.undo()
+    monkeypatch.setattr("leads.tasks.run_import_job.delay", lambda *args, **kwargs: queued.append((args, kwargs)))
+    with pytest.raises(CommandError) as refused:
+        call_command("import_leads", "--job", str(job.pk), stdout=io.StringIO())
+    assert str(refused.value) == (f"Import job #{job.pk} failed: {importer.JOB_UNEXPECTED_ERROR} "
+                                  "Add --retry to run it again after its last committed line.")
+    out = io.StringIO()
+    call_command("import_leads", "--job", str(job.pk), "--retry", "--batch-size", "4", stdout=out)
+    job.refresh_from_db()
+    assert (job.status, job.rows_done, job.created_count, job.rejected_count) == ("done", 11, 10, 1)
+    assert "Done: 11 rows, 10 created" in out.getvalue()
+    assert queued == []  # run here, not sent to a worker as well
+    assert Lead.objects.count() == 10
+
+
 def test_the_retry_button_puts_a_failed_job_back_to_pending_for_those_who_may_import(
         client, marketer, rep, form, tmp_path, queued, django_capture_on_commit_callbacks):
     job = pending_job(form, tmp_path)

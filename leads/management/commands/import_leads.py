@@ -75,12 +75,20 @@ class Command(BaseCommand):
                                  "0: none).")
         parser.add_argument("--job", type=int,
                             help="Run an import job uploaded in admin that no worker took (or whose worker died).")
+        parser.add_argument("--retry", action="store_true",
+                            help="With --job: run a failed job again, after its last committed line.")
+        parser.add_argument("--allow-missing", action="store_true",
+                            help="Import even when no column gives a field the form requires (every row would be "
+                                 "rejected).")
 
-    def handle(self, *args, file, form, map, empty, dry_run, batch_size, workers, job, **options):
+    def handle(self, *args, file, form, map, empty, dry_run, batch_size, workers, job, retry, allow_missing,
+               **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         if job is not None:
-            return self.run_job(job, batch_size)
+            return self.run_job(job, batch_size, retry=retry)
+        if retry:
+            raise CommandError("--retry goes with --job ID.")
         if not file or not form:
             raise CommandError("Give a FILE and --form SLUG (or --job ID).")
         try:
@@ -103,6 +111,14 @@ class Command(BaseCommand):
                           f"{csv_file.size:,} bytes → form {form.slug!r} (source {form.source})")
         for name, key in zip(csv_file.header, columns, strict=True):
             self.stdout.write(f"  {name!r} → {key}" if key else f"  {name!r} (ignored)")
+        missing = importer.missing_required(form, columns)
+        if missing:
+            fields = ", ".join(key for key, _label in missing)
+            problem = (f"No column gives what form {form.slug!r} requires ({fields}): every row would be rejected. "
+                       f"Send a column to it with --map \"COLUMN=FIELD\"")
+            if not (dry_run or allow_missing):
+                raise CommandError(f"{problem}, or import anyway with --allow-missing.")
+            self.stderr.write(f"Warning: {problem}.")
         bar = ProgressBar(self.stderr._out, csv_file.size)
         try:
             report = importer.import_csv(
@@ -135,11 +151,17 @@ class Command(BaseCommand):
         if report.per_row_batches:
             write(f"  ({report.per_row_batches} batch(es) redone row by row after a concurrent insert)")
 
-    def run_job(self, job_id, batch_size):
+    def run_job(self, job_id, batch_size, *, retry=False):
         try:
             job = ImportJob.objects.get(pk=job_id)
         except ImportJob.DoesNotExist as exc:
             raise CommandError(f"No import job #{job_id}.") from exc
+        if job.status == ImportJob.Status.FAILED:
+            if not retry:
+                raise CommandError(f"Import job #{job_id} failed: {importer.job_error(job)[0]} "
+                                   "Add --retry to run it again after its last committed line.")
+            importer.import_job_retry(job=job, enqueue=False)
+            job.refresh_from_db()
         if job.status not in (ImportJob.Status.PENDING, ImportJob.Status.RUNNING):
             raise CommandError(f"Import job #{job_id} is {job.get_status_display().lower()}: nothing to run.")
         self.stdout.write(f"Import job #{job.pk}: {job.file_name} → form {job.form.slug!r}")
