@@ -129,6 +129,25 @@ def _start_of(day):
     return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
 
 
+MAX_WITHIN_DAYS = 36600
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_WITHIN_DAYS})
+class WithinDaysFilter(django_filters.NumberFilter):
+    """Created in the last N days (since this moment N days ago): a rolling window, so a
+    saved view (a nurture sequence's segment, say) keeps meaning "recent leads"."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, field_name="created_at", min_value=1, max_value=MAX_WITHIN_DAYS, **kwargs)
+
+    def filter(self, qs, value):
+        if value in (None, ""):
+            return qs
+        return qs.filter(created_at__gte=timezone.now() - datetime.timedelta(days=int(value)))
+
+
 @extend_schema_field({"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX})
 class ScoreFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
@@ -201,6 +220,7 @@ class LeadFilterSet(django_filters.FilterSet):
     state = StateFilter(choices=sorted((code, code) for code in BRAZIL_STATES), label=_("State (UF)"), distinct=False)
     created_after = CreatedFilter(upper=False, label=_("Created on or after"))
     created_before = CreatedFilter(upper=True, label=_("Created on or before"))
+    created_within_days = WithinDaysFilter(label=_("Created in the last N days"))
     score_min = ScoreFilter(lookup_expr="gte", label=_("Score at least"))
     score_max = ScoreFilter(lookup_expr="lte", label=_("Score at most"))
     reason = SlugFilter(field_name="reason", catalogue=Reason, label=_("Reason (slug)"))
@@ -223,3 +243,62 @@ class LeadFilterSet(django_filters.FilterSet):
     def filter_queryset(self, queryset):
         queryset = super().filter_queryset(queryset)
         return queryset.order_by(*order_by(*parse_ordering(self.form.cleaned_data.get("ordering"))))
+
+
+# What the inbox calls each filter, for its error messages and ``filters_in_words`` (the FilterSet's own labels
+# are the API's: "Status (repeat for any of several)", "Source (slug)").
+FILTER_LABELS = {
+    "status": _("Status"), "temperature": _("Temperature"), "owner": _("Owner"),
+    "source": _("Source"), "form": _("Form"), "reason": _("Reason"),
+    "interest": _("Interest contains"), "state": _("State (UF)"),
+    "created_after": _("Created on or after"), "created_before": _("Created on or before"),
+    "created_within_days": _("Created in the last … days"),
+    "score_min": _("Score at least"), "score_max": _("Score at most"),
+    "q": _("Search name, email, company, phone"), "ordering": _("Sort by"),
+}
+
+
+def filters_in_words(filters):
+    """Saved filters (a segment's query parameters) as ``[(label, words)]`` in the order
+    the inbox shows them: catalogue slugs as their names, user ids as people, choices as
+    their labels. A value that no longer names anything is shown as saved."""
+    from django.contrib.auth import get_user_model
+
+    from .models import Form, LeadStatus, Reason, Source, Temperature
+
+    def values(key):
+        value = filters.get(key)
+        return [str(item) for item in (value if isinstance(value, list) else [value])] if value not in (None, "") \
+            else []
+
+    def named(catalogue, slug, attribute):
+        row = catalogue.objects.filter(slug=slug).first()
+        return getattr(row, attribute) if row else slug
+
+    def person(value):
+        special = {"me": _("the person looking"), "unassigned": _("Unassigned"),
+                   "me_or_unassigned": _("the person looking, or unassigned")}
+        if value in special:
+            return str(special[value])
+        user = get_user_model().objects.filter(pk=value).first() if value.isdigit() else None
+        return (user.get_full_name() or user.get_username()) if user else value
+
+    choices = {"status": dict(LeadStatus.choices), "temperature": dict(Temperature.choices),
+               "ordering": dict(ORDERING_CHOICES)}
+    words = []
+    for key, label in FILTER_LABELS.items():
+        shown = values(key)
+        if not shown:
+            continue
+        if key in choices:
+            shown = [str(choices[key].get(value, value)) for value in shown]
+        elif key == "owner":
+            shown = [person(value) for value in shown]
+        elif key in ("source", "form", "reason"):
+            catalogue, attribute = {"source": (Source, "name"), "form": (Form, "name"),
+                                    "reason": (Reason, "label")}[key]
+            shown = [named(catalogue, value, attribute) for value in shown]
+        elif key in ("q", "interest"):
+            shown = [f"“{value}”" for value in shown]
+        words.append((str(label), str(_(" or ")).join(shown)))
+    return words

@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.request import Request
@@ -24,22 +24,12 @@ from nurturing.selectors import lead_enrollments
 
 from . import forms, privacy, roles, selectors, services
 from .api.pagination import LeadCursorPagination
-from .filters import ORDERING_CHOICES, LeadFilterSet
+from .filters import FILTER_LABELS, ORDERING_CHOICES, LeadFilterSet
 from .models import Form, LeadStatus, Source, Temperature
 from .normalize import BRAZIL_STATES
 
 FILTER_KEYS = ("status", "temperature", "owner", "source", "form", "interest", "state", "created_after",
-               "created_before", "score_min", "score_max", "reason", "q", "ordering")
-# What the inbox calls each filter, for its error messages (the FilterSet's own labels
-# are the API's: "Status (repeat for any of several)", "Source (slug)").
-FILTER_LABELS = {
-    "status": gettext_lazy("Status"), "temperature": gettext_lazy("Temperature"), "owner": gettext_lazy("Owner"),
-    "source": gettext_lazy("Source"), "form": gettext_lazy("Form"), "reason": gettext_lazy("Reason"),
-    "interest": gettext_lazy("Interest contains"), "state": gettext_lazy("State (UF)"),
-    "created_after": gettext_lazy("Created on or after"), "created_before": gettext_lazy("Created on or before"),
-    "score_min": gettext_lazy("Score at least"), "score_max": gettext_lazy("Score at most"),
-    "q": gettext_lazy("Search name, email, company, phone"), "ordering": gettext_lazy("Sort by"),
-}
+               "created_before", "created_within_days", "score_min", "score_max", "reason", "q", "ordering")
 PAGE_SIZES = (25, 50, 100, 200)
 FRESH_LIMIT = 20
 

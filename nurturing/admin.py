@@ -1,7 +1,8 @@
 from django import forms
 from django.contrib import admin, messages
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -38,8 +39,8 @@ class SegmentAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug", "description"]
     prepopulated_fields = {"slug": ["name"]}
     list_select_related = ["created_by"]
-    readonly_fields = ["leads_now", "created_at", "updated_at"]
-    fields = ["name", "slug", "description", "filters", "leads_now", "created_by", "shared", "created_at",
+    readonly_fields = ["in_words", "leads_now", "created_at", "updated_at"]
+    fields = ["name", "slug", "description", "in_words", "filters", "leads_now", "created_by", "shared", "created_at",
               "updated_at"]
 
     @admin.display(description=_("leads now"))
@@ -48,6 +49,18 @@ class SegmentAdmin(admin.ModelAdmin):
             return segment_leads(segment=obj).count()
         except InvalidSegment:
             return _("invalid filters")
+
+    @admin.display(description=_("who is in it"))
+    def in_words(self, obj):
+        """The filters as the inbox names them, one per line: what the JSON below means."""
+        from leads.filters import filters_in_words
+
+        if obj is None or obj.pk is None:
+            return "—"
+        words = filters_in_words(obj.filters or {})
+        if not words:
+            return _("Every lead (no filter).")
+        return format_html_join(mark_safe("<br>"), "{}: {}", words)
 
     @admin.display(description=_("leads now"))
     def leads_now(self, obj):

@@ -57,6 +57,22 @@ def test_filters_in_the_url_narrow_the_list_and_clearing_them_shows_everyone(cli
     assert sorted(everyone) == ["João Paulista", "Maria Carioca", "Nova Lead"]
 
 
+def test_the_inbox_filters_by_a_rolling_window_of_days(client, rep):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    qualified(first_name="Nova", last_name="Recente")
+    old = qualified(first_name="Velha", last_name="Antiga")
+    Lead.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40))
+    client.force_login(rep)
+    response = client.get(reverse("leads:inbox"), {"created_within_days": "30"})
+    assert names(response) == ["Nova Recente"]
+    assert 'name="created_within_days" min="1" max="36600" inputmode="numeric" value="30"' in response.content.decode()
+    body = client.get(reverse("leads:inbox"), {"created_within_days": "0"}).content.decode()
+    assert "Created in the last … days" in body and "Some filters are not valid" in body
+
+
 def test_the_reason_filter_lists_the_reasons_and_narrows_to_one(client, rep):
     no_budget = ReasonFactory(slug="no_budget", label="Sem orçamento agora")
     elsewhere = ReasonFactory(slug="outside", label="Fora da área")

@@ -131,3 +131,23 @@ def test_a_segments_page_counts_its_leads_now_and_opens_them_in_the_inbox(market
     assert re.search(r'2 · <a href="/leads/\?status=disqualified">see them in the inbox</a>', body)
     add = marketer_client.get("/admin/nurturing/segment/add/").content.decode()
     assert "Save this view as" in add
+
+
+def test_a_segments_page_says_who_is_in_it_in_words(marketer_client, rep):
+    from leads.models import Reason
+    from nurturing.models import Segment
+
+    from ..factories import SourceFactory
+
+    SourceFactory(slug="feira", name="Feira de logística")
+    Reason.objects.update_or_create(slug="no_budget", defaults={"label": "Sem orçamento agora", "kind": "disqualified"})
+    segment = Segment.objects.create(name="Sem verba, recentes", slug="sem-verba", filters={
+        "status": ["disqualified", "out_of_focus"], "reason": "no_budget", "source": "feira", "owner": str(rep.pk),
+        "created_within_days": "90", "q": "paletes", "temperature": "warm"})
+    body = marketer_client.get(f"/admin/nurturing/segment/{segment.pk}/change/").content.decode()
+    assert ("Status: Disqualified or Out of focus<br>Temperature: Warm<br>Owner: Rita Rep<br>"
+            "Source: Feira de logística<br>Reason: Sem orçamento agora<br>Created in the last … days: 90<br>"
+            "Search name, email, company, phone: “paletes”") in body
+    everyone = Segment.objects.create(name="Todos", slug="todos", filters={})
+    assert "Every lead (no filter)." in marketer_client.get(
+        f"/admin/nurturing/segment/{everyone.pk}/change/").content.decode()

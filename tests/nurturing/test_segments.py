@@ -62,3 +62,25 @@ def test_a_replaced_shared_view_stays_shared(rep):
     shared = segment_save(name="Time", filters={"state": "SP"}, actor=rep, shared=True)
     again = segment_save(name="Time", filters={"state": "RJ"}, actor=rep, shared=False)
     assert again.pk == shared.pk and again.shared
+
+
+def test_a_rolling_window_keeps_a_segment_about_recent_leads(rep):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from leads.models import Lead
+    from nurturing.selectors import segment_leads
+
+    from ..factories import LeadFactory
+
+    recent, old = LeadFactory(email="recente@x.com.br"), LeadFactory(email="antigo@x.com.br")
+    Lead.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=91))
+    Lead.objects.filter(pk=recent.pk).update(created_at=timezone.now() - timedelta(days=89))
+    segment = segment_save(name="Recentes", filters={"created_within_days": "90"}, actor=rep)
+    assert list(segment_leads(segment=segment)) == [recent]
+    # Ninety days later the same segment holds the leads of those ninety days, not the old ones.
+    Lead.objects.filter(pk=recent.pk).update(created_at=timezone.now() - timedelta(days=179))
+    assert list(segment_leads(segment=segment)) == []
+    with pytest.raises(InvalidSegment):
+        segment_save(name="Nunca", filters={"created_within_days": "0"}, actor=rep)
