@@ -14,13 +14,20 @@ _ids = count(1)
 WIDTH = 640
 
 
-def _svg(width, height, title, desc, body):
+def _svg(width, height, title, desc, body, legend=()):
+    """The chart: its legend in HTML above it (``legend``: the series' names), which
+    wraps at any width with the page's text size, then the SVG in a box that scrolls
+    sideways on a phone rather than shrinking the axes' text (dashboard.css)."""
     n = next(_ids)
+    key = "".join(f'<li><span class="swatch" style="background:{PALETTE[j % len(PALETTE)]}"></span>'
+                  f'{escape(name)}</li>' for j, name in enumerate(legend))
     return mark_safe(
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
-        f'width="100%" preserveAspectRatio="xMinYMin meet" aria-labelledby="chart-t{n} chart-d{n}">'
+        (f'<ul class="chart-legend">{key}</ul>' if key else "")
+        + f'<div class="chart-scroll"><svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+        f'viewBox="0 0 {width} {height}" width="100%" preserveAspectRatio="xMinYMin meet" '
+        f'aria-labelledby="chart-t{n} chart-d{n}">'
         f'<title id="chart-t{n}">{escape(title)}</title><desc id="chart-d{n}">{escape(desc)}</desc>'
-        f'{body}</svg>'
+        f'{body}</svg></div>'
     )
 
 
@@ -61,10 +68,10 @@ def bars(labels, series, *, title, desc):
     top = max(values, default=0) or 1
     bar, inner, gap, label_w = 14, 2, 12, 190
     group_h = len(series) * (bar + inner)
-    legend_h = 24
+    legend_h = 0
     height = legend_h + len(labels) * (group_h + gap) + gap
     usable = WIDTH - label_w - 70
-    parts = [_legend([name for name, _ in series])]
+    parts = []
     for i, label in enumerate(labels):
         y0 = legend_h + gap + i * (group_h + gap)
         text = label if len(label) <= 28 else label[:27] + "…"
@@ -80,25 +87,33 @@ def bars(labels, series, *, title, desc):
                 f'{_number(value)}</title></rect>'
                 f'<text x="{label_w + width + 4:.1f}" y="{y + bar - 3}" font-size="11">{_number(value)}</text>'
             )
-    return _svg(WIDTH, height, title, desc, "".join(parts))
+    return _svg(WIDTH, height, title, desc, "".join(parts), legend=[name for name, _ in series])
 
 
 def lines(x_labels, series, *, title, desc):
     """Lines over ``x_labels`` (e.g. months): ``series`` [(name, [values])]."""
     highest = max((v or 0 for _, vs in series for v in vs), default=0)
     top = max(4, math.ceil(highest / 4) * 4)  # four whole-number steps on the scale
-    left, right, top_pad, bottom = 50, 36, 34, 40
-    height = 260
-    plot_w, plot_h = WIDTH - left - right, height - top_pad - bottom
+    left, right, top_pad, bottom = 50, 36, 14, 40
+    plot_h = 186
+    height = top_pad + plot_h + bottom
+    plot_w = WIDTH - left - right
     step = plot_w / max(len(x_labels) - 1, 1)
-    parts = [_legend([name for name, _ in series])]
+    # Every label where they fit side by side; else every second, third… (always the last).
+    widest = max((_text_width(label, 11) for label in x_labels), default=0)
+    every = max(1, math.ceil((widest + 8) / step)) if len(x_labels) > 1 else 1
+    parts = []
     for k in range(5):  # horizontal grid with its scale
         value = top * k / 4
         y = top_pad + plot_h - plot_h * k / 4
         parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{_number(round(value))}'
                      f'</text>')
+    last = len(x_labels) - 1
     for i, label in enumerate(x_labels):
+        shown = (i % every == 0 and last - i >= every) or i == last
+        if not shown:
+            continue
         x = left + i * step
         parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle" font-size="11">'
                      f'{escape(label)}</text>')
@@ -110,13 +125,9 @@ def lines(x_labels, series, *, title, desc):
         for (x, y), v, label in zip(points, vs, x_labels, strict=True):
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}">'
                          f'<title>{escape(name)} · {escape(label)}: {_number(v)}</title></circle>')
-    return _svg(WIDTH, height, title, desc, "".join(parts))
+    return _svg(WIDTH, height, title, desc, "".join(parts), legend=[name for name, _ in series])
 
 
-def _legend(names):
-    parts, x = [], 10
-    for j, name in enumerate(names):
-        parts.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{PALETTE[j % len(PALETTE)]}"/>'
-                     f'<text x="{x + 16}" y="16" font-size="12">{escape(name)}</text>')
-        x += 28 + 7 * len(name)
-    return "".join(parts)
+def _text_width(text, size):
+    """About how wide ``text`` is drawn at font ``size`` (a sans-serif's average letter)."""
+    return len(str(text)) * size * 0.58

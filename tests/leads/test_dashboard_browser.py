@@ -49,7 +49,8 @@ def test_the_dashboard_renders_with_a_visible_chart_and_a_csv_downloads(live_ser
     download = info.value
     assert download.suggested_filename.startswith("funil-funnel-")
     text = Path(download.path()).read_text(encoding="utf-8")
-    lines = text.splitlines()
+    assert text.startswith("\ufeff")  # so that Excel reads the accents as UTF-8
+    lines = text[1:].splitlines()
     assert lines[0].startswith("Stage,Leads")
     assert [line.split(",")[1] for line in lines[1:4]] == ["6", "3", "1"]
     context.close()
