@@ -30,9 +30,10 @@ GROUP_PERMISSIONS = {
         "leads": ["view_lead", "view_leadevent", "add_importjob", "view_importjob", *_ASSIGNMENT]
         + [f"{a}_{m}" for m in _CATALOGUE for a in _CRUD]
         + [f"{a}_{m}" for m in ("spendrecord", "webhookendpoint") for a in _CRUD] + ["view_webhookdelivery"],
+        # Their own schedule (scoring's RequalificationSchedule), not django-celery-beat's
+        # table of every periodic job, which the operators keep.
         "scoring": "*",
         "nurturing": "*",
-        "django_celery_beat": "*",
     },
 }
 

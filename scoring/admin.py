@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
@@ -25,7 +26,7 @@ from leads.models import LeadStatus, Reason, Temperature
 from . import engine, services
 from .forms import RuleForm, show_value
 from .labels import OPERATOR_LABELS, criterion, field_label, value_text
-from .models import RescoreJob, Rule, Ruleset
+from .models import RequalificationSchedule, RescoreJob, Rule, Ruleset
 
 STATUS_ORDER = [choice for choice, _label in LeadStatus.choices]
 TEMPERATURE_ORDER = ["hot", "warm", "cold"]
@@ -431,3 +432,75 @@ def job_duration(job, *, now=None):
     if minutes:
         return f"{minutes} min {seconds:02d} s"
     return f"{seconds} s"
+
+
+class RequalificationScheduleForm(forms.ModelForm):
+    days = forms.TypedMultipleChoiceField(
+        label=_("Days"), choices=RequalificationSchedule.WEEKDAYS, coerce=int, widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": _("Choose at least one day.")},
+    )
+    at = forms.TimeField(label=_("Time"), widget=forms.TimeInput(format="%H:%M", attrs={"type": "time"}))
+
+    class Meta:
+        model = RequalificationSchedule
+        fields = ["enabled"]
+        labels = {"enabled": _("Requalify leads on this schedule")}
+        help_texts = {"enabled": _("Untick to stop the scheduled requalification (manage.py requalify still runs "
+                                   "it by hand).")}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            days, at = services.requalify_schedule_read(self.instance)
+            self.fields["days"].initial = sorted(days)
+            self.fields["at"].initial = at
+        self.fields["at"].help_text = _("In the time zone %(zone)s.") % {"zone": settings.CELERY_TIMEZONE}
+
+
+@admin.register(RequalificationSchedule)
+class RequalificationScheduleAdmin(admin.ModelAdmin):
+    """When the daily requalification runs, as days and a time: the one beat entry
+    marketers may change (the other periodic jobs are the operators')."""
+
+    form = RequalificationScheduleForm
+    fields = ["enabled", "days", "at", "next_run", "last_run"]
+    readonly_fields = ["next_run", "last_run"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(task=services.REQUALIFY_TASK)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        """There is one schedule: open it (created with the default if beat never ran)."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        task = services.requalify_schedule()
+        return redirect("admin:scoring_requalificationschedule_change", task.pk)
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        services.requalify_schedule_set(days=data["days"], at=data["at"], enabled=data["enabled"])
+
+    @admin.display(description=_("next run"))
+    def next_run(self, obj):
+        if obj is None or not obj.enabled or obj.crontab is None:
+            return _("Not scheduled.")
+        now = timezone.now()
+        schedule = obj.crontab.schedule
+        schedule.nowfun = lambda: now
+        return date_format(timezone.localtime(now + schedule.remaining_estimate(now)), "DATETIME_FORMAT")
+
+    @admin.display(description=_("last run"))
+    def last_run(self, obj):
+        job = RescoreJob.objects.filter(kind=RescoreJob.Kind.REQUALIFICATION).order_by("-created_at").first()
+        if job is None:
+            return _("Never.")
+        return format_html_join("", '<a href="{}">{}</a>', [(
+            reverse("admin:scoring_rescorejob_progress", args=[job.pk]),
+            f"{date_format(timezone.localtime(job.created_at), 'DATETIME_FORMAT')} · {job.get_status_display()}",
+        )])

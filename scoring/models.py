@@ -3,6 +3,7 @@
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django_celery_beat.models import PeriodicTask
 
 from . import engine
 from .labels import OPERATOR_CHOICES
@@ -198,3 +199,29 @@ class RescoreJob(models.Model):
         if span <= 0:
             return 0
         return max(0, min(100, round(100 * (self.done_through_id - self.first_id) / span)))
+
+
+class RequalificationSchedule(PeriodicTask):
+    """When the daily requalification runs: the beat entry of ``scoring.tasks.requalify``
+    (django-celery-beat's row), as marketers edit it in admin (days and a time, not a
+    crontab), without access to the other periodic jobs (``services.requalify_schedule``)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("requalification schedule")
+        verbose_name_plural = _("requalification schedule")
+
+    # Cron's weekday numbers (0 is Sunday) from Monday, as a Brazilian calendar lists them.
+    WEEKDAYS = [(1, _("Monday")), (2, _("Tuesday")), (3, _("Wednesday")), (4, _("Thursday")), (5, _("Friday")),
+                (6, _("Saturday")), (0, _("Sunday"))]
+
+    def __str__(self):
+        """The schedule in words: "Every day at 06:00", "Monday, Friday at 07:30"."""
+        if not self.enabled or self.crontab is None:
+            return str(_("Not scheduled"))
+        schedule = self.crontab.schedule
+        at = f"{min(schedule.hour):02d}:{min(schedule.minute):02d}"
+        if set(schedule.day_of_week) == set(range(7)):
+            return str(_("Every day at %(time)s") % {"time": at})
+        days = ", ".join(str(name) for number, name in self.WEEKDAYS if number in schedule.day_of_week)
+        return str(_("%(days)s at %(time)s") % {"days": days, "time": at})

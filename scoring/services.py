@@ -1124,6 +1124,64 @@ def requalify_preview(*, ruleset, now=None, samples=20):
 
 
 REQUALIFY_TASK = "scoring.tasks.requalify"
+REQUALIFY_ENTRY = "requalify"  # its name in CELERY_BEAT_SCHEDULE and in beat's table
+ALL_WEEKDAYS = frozenset(range(7))  # cron's numbering: 0 is Sunday
+
+
+def requalify_schedule():
+    """The requalification's beat entry (django-celery-beat's row, as the
+    ``RequalificationSchedule`` proxy). Created from ``CELERY_BEAT_SCHEDULE``'s default
+    when beat has not run yet, so that marketers can set it before it ever ran (beat
+    keeps an existing row as it is: ``nurturing.schedulers``)."""
+    from django_celery_beat.models import CrontabSchedule
+
+    from .models import RequalificationSchedule
+
+    task = RequalificationSchedule.objects.filter(task=REQUALIFY_TASK).select_related("crontab").order_by("id").first()
+    if task is None:
+        default = settings.CELERY_BEAT_SCHEDULE[REQUALIFY_ENTRY]["schedule"]
+        crontab, _created = CrontabSchedule.objects.get_or_create(
+            minute=default._orig_minute, hour=default._orig_hour, day_of_week=default._orig_day_of_week,
+            day_of_month=default._orig_day_of_month, month_of_year=default._orig_month_of_year,
+            timezone=settings.CELERY_TIMEZONE,
+        )
+        task, _created = RequalificationSchedule.objects.get_or_create(
+            name=REQUALIFY_ENTRY, defaults={"task": REQUALIFY_TASK, "crontab": crontab})
+    return task
+
+
+@transaction.atomic
+def requalify_schedule_set(*, days, at, enabled=True):
+    """Run the requalification on ``days`` (cron weekday numbers, 0 is Sunday) at the
+    time ``at`` (a ``datetime.time``, in ``CELERY_TIMEZONE``), or not at all
+    (``enabled=False``). Beat reads the change within its next tick."""
+    from django.core.exceptions import ValidationError
+    from django_celery_beat.models import CrontabSchedule
+
+    days = {int(day) for day in days}
+    if not days or not days <= ALL_WEEKDAYS:
+        raise ValidationError({"days": gettext("Choose at least one day.")})
+    task = requalify_schedule()
+    crontab, _created = CrontabSchedule.objects.get_or_create(
+        minute=str(at.minute), hour=str(at.hour),
+        day_of_week="*" if days == ALL_WEEKDAYS else ",".join(str(day) for day in sorted(days)),
+        day_of_month="*", month_of_year="*", timezone=settings.CELERY_TIMEZONE,
+    )
+    task.crontab, task.interval, task.solar, task.clocked = crontab, None, None, None
+    task.enabled = enabled
+    task.save()  # django-celery-beat's signal tells beat its table changed
+    return task
+
+
+def requalify_schedule_read(task):
+    """``(days, time)`` of the schedule: cron weekday numbers and the first time of day
+    it runs (a schedule edited as a raw crontab may run at several)."""
+    import datetime
+
+    if task.crontab is None:
+        return set(ALL_WEEKDAYS), datetime.time(6, 0)
+    schedule = task.crontab.schedule
+    return set(schedule.day_of_week), datetime.time(min(schedule.hour), min(schedule.minute))
 
 
 def requalification_overdue(*, now=None):
