@@ -297,6 +297,15 @@ def _run_in_thread(work):
     return thread, outcome
 
 
+def assert_every_lead_has_the_engines_verdict(ruleset, job, count):
+    """Every lead has the pure engine's verdict, and ``job`` wrote a status event for each of ``count``."""
+    rules = services.ruleset_to_engine(ruleset)
+    for lead in Lead.objects.select_related("reason"):
+        verdict = services.lead_evaluate(lead=lead, rules=rules, now=timezone.now())
+        assert (lead.status, lead.score, lead.temperature) == (verdict.status, verdict.score, verdict.temperature)
+    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED, data__job=job.pk).count() == count
+
+
 def _start_dense(monkeypatch):
     """Chunks compute their verdicts inside their write from the first chunk on (as they
     do once a chunk found many leads changing)."""
@@ -320,11 +329,7 @@ def test_on_postgresql_chunks_switch_to_verdicts_inside_the_write_while_many_lea
     # The first chunk reads first and finds every lead changing; the next three write at once.
     assert len(dense_chunks) == 3
     assert (job.status, job.leads_seen, job.leads_changed) == (RescoreJob.Status.DONE, len(leads), len(leads))
-    rules = services.ruleset_to_engine(ruleset)
-    for lead in Lead.objects.select_related("reason"):
-        verdict = services.lead_evaluate(lead=lead, rules=rules, now=timezone.now())
-        assert (lead.status, lead.score, lead.temperature) == (verdict.status, verdict.score, verdict.temperature)
-    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED, data__job=job.pk).count() == len(leads)
+    assert_every_lead_has_the_engines_verdict(ruleset, job, len(leads))
     # A rerun changes nothing: its chunks read first, and none writes.
     dense_chunks.clear()
     again = services.rescore_job_run(job_id=services.rescore_job_create(ruleset=ruleset).pk, chunk_size=10,
@@ -384,11 +389,7 @@ def test_on_postgresql_a_chunk_the_database_aborts_to_break_a_deadlock_runs_agai
     done = outcome["result"]
     assert any("conflicted with another writer (40P01)" in message for message in caplog.messages)
     assert (done.status, done.leads_seen, done.leads_changed) == (RescoreJob.Status.DONE, len(leads), len(leads))
-    rules = services.ruleset_to_engine(ruleset)
-    for lead in Lead.objects.select_related("reason"):
-        verdict = services.lead_evaluate(lead=lead, rules=rules, now=timezone.now())
-        assert (lead.status, lead.score, lead.temperature) == (verdict.status, verdict.score, verdict.temperature)
-    assert LeadEvent.objects.filter(kind=LeadEvent.Kind.STATUS_CHANGED, data__job=job.pk).count() == len(leads)
+    assert_every_lead_has_the_engines_verdict(ruleset, job, len(leads))
 
 
 def test_on_postgresql_a_job_the_database_interrupts_goes_back_to_pending_for_the_sweep(other_writer):
