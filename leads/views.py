@@ -31,6 +31,7 @@ from .normalize import BRAZIL_STATES
 FILTER_KEYS = ("status", "temperature", "owner", "source", "form", "interest", "state", "created_after",
                "created_before", "created_within_days", "score_min", "score_max", "reason", "q", "ordering")
 PAGE_SIZES = (25, 50, 100, 200)
+MAX_PAGE_SIZE = max(PAGE_SIZES)
 FRESH_LIMIT = 20
 
 
@@ -77,6 +78,9 @@ def _inbox_rows(request, query):
 def inbox(request):
     """The inbox: the filtered list, keyset-paginated, with its total."""
     query, is_default = inbox_filters(request)
+    # The rows a bulk action refused come back ticked, to act on them another way.
+    checked = {int(value) for value in query.pop("selected", [""])[-1].split(",")[:MAX_PAGE_SIZE]
+               if value.isdigit()}
     filterset, leads, _unused = _inbox_rows(request, query)
     context = {
         "query": query, "is_default": is_default, "filterset": filterset, "rows": [], "total": None,
@@ -86,6 +90,7 @@ def inbox(request):
         "active_filters": sum(1 for key in FILTER_KEYS if key != "ordering" and query.getlist(key)),
         "filter_query": _filter_query(query), "fresh_since": None, "poll_seconds": _poll_seconds(),
         "selected": {key: set(query.getlist(key)) for key in ("status", "temperature", "state")},
+        "checked": checked,
     }
     if leads is not None:
         paginator = InboxPagination()
@@ -332,12 +337,13 @@ def inbox_bulk(request):
         for errors in form.errors.values():
             for error in errors:
                 messages.error(request, error)
-        return HttpResponseRedirect(back)
+        chosen = [int(value) for value in request.POST.getlist("leads")[:MAX_PAGE_SIZE] if value.isdigit()]
+        return HttpResponseRedirect(_with_selected(back, chosen))
     data = form.cleaned_data
     leads = selectors.lead_list_for(request.user).filter(pk__in=data["leads"])
     if data["action"] in ("enroll", "unenroll"):
         return _bulk_nurture(request, leads, data, back)
-    done, unchanged, refused = 0, 0, []
+    done, unchanged, refused, refused_ids = 0, 0, [], []
     for lead in leads:
         try:
             if data["action"] == "claim":
@@ -351,6 +357,7 @@ def inbox_bulk(request):
         except (PermissionDenied, ValidationError) as exc:
             text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             refused.append(f"{lead}: {text}")
+            refused_ids.append(lead.pk)
         else:
             # The service writes nothing for a lead already in that state.
             if result.updated_at == lead.updated_at:
@@ -367,7 +374,17 @@ def inbox_bulk(request):
                       % {"count": unchanged})
     for line in refused[:10]:
         messages.error(request, line)
-    return HttpResponseRedirect(back)
+    return HttpResponseRedirect(_with_selected(back, refused_ids))
+
+
+def _with_selected(url, ids):
+    """``url`` with the leads ``ids`` to show ticked (the inbox's ``selected``)."""
+    if not ids:
+        return url
+    path, _sep, query = url.partition("?")
+    params = QueryDict(query, mutable=True)
+    params["selected"] = ",".join(str(pk) for pk in ids)
+    return f"{path}?{params.urlencode()}"
 
 
 def _bulk_nurture(request, leads, data, back):

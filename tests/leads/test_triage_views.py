@@ -775,3 +775,23 @@ def test_bulk_actions_count_the_leads_already_so_apart(client, rep):
     body = client.post(reverse("leads:bulk"), {"action": "disqualify", "reason": reason.pk,
                                                "leads": [one.pk, two.pk]}, follow=True).content.decode()
     assert "leads updated" not in body and "2 leads were already in that state: nothing changed." in body
+
+
+def test_the_leads_a_bulk_action_refused_come_back_ticked(client, manager, other_rep):
+    mine, theirs = qualified(first_name="Minha"), qualified(first_name="Alheia")
+    client.force_login(manager)
+    # No rep chosen: the whole action is refused, and the selection comes back to choose one.
+    response = client.post(reverse("leads:bulk"), {"action": "assign", "leads": [mine.pk, theirs.pk],
+                                                   "next": "/leads/?status=qualified"})
+    assert response["Location"] == f"/leads/?status=qualified&selected={mine.pk}%2C{theirs.pk}"
+    page = client.get(response["Location"]).content.decode()
+    for lead in (mine, theirs):
+        assert re.search(rf'name="leads" value="{lead.pk}"[^>]*checked', page)
+    assert "selected=" not in re.search(r'id="filters".*?</form>', page, re.S).group(0)  # not a filter
+    # A lead the service refuses comes back ticked; the others were done.
+    reason = ReasonFactory(kind="out_of_focus")
+    response = client.post(reverse("leads:bulk"), {"action": "disqualify", "reason": reason.pk,
+                                                   "leads": [mine.pk], "next": "/leads/"})
+    assert response["Location"] == f"/leads/?selected={mine.pk}"
+    page = client.get("/leads/?status=qualified&selected=x,9999999999999999999999").content.decode()
+    assert "checked>" not in page.split('id="leads"')[1]
