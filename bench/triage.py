@@ -169,7 +169,7 @@ def offset_page(request, offset):
     total, exact, _counted_at = selectors.lead_count_remembered(leads, user=request.user, filters=query)
     context = {"query": query, "is_default": is_default, "filterset": filterset, "rows": rows, "total": total,
                "exact": exact, "next_url": None, "previous_url": None, "filter_query": "", "fresh_since": None,
-               "page_size": 50, "poll_seconds": 10, **views._choices(request.user)}
+               "page_size": 50, "poll_seconds": 10, "checked": set(), **views._choices(request.user)}
     return render(request, "leads/inbox.html", context)
 
 

@@ -52,6 +52,7 @@ def inbox_rows(rows, can_act, checked=frozenset()):
     lookup per badge) were the larger part of a page's time."""
     if not rows:
         return format_html('<tr><td colspan="9">{}</td></tr>', gettext("No leads here."))
+    checked = checked if isinstance(checked, set | frozenset) else frozenset()  # "" when the view gives none
     e = conditional_escape
     statuses = {value: e(str(label)) for value, label in LeadStatus.choices}
     temperatures = {value: e(str(label)) for value, label in Temperature.choices}
