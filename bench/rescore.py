@@ -150,39 +150,21 @@ def per_lead_loop(services, ruleset, ids):
 
 def write_floor(n, workers, chunk=100_000):
     """Seconds for bare UPDATEs to add 1 to every lead's score, ``workers`` connections
-    at once, each taking the next ``chunk`` ids and committing it: the cost of writing
-    a new row version (and its index entries) for every lead, and nothing else."""
-    import threading
+    at once (the rescore's own ``_in_parallel``), each taking the next ``chunk`` ids and
+    committing it: the cost of writing a new row version (and its index entries) for
+    every lead, and nothing else."""
+    from django.db import connection
 
-    from django.db import connections
+    from scoring import services
 
-    bounds = iter(range(0, n, chunk))
-    lock = threading.Lock()
-    errors = []
+    def write(low):
+        with connection.cursor() as cursor:  # autocommit: one transaction each
+            cursor.execute("UPDATE leads_lead SET score = score + 1, updated_at = now() "
+                           "WHERE id > %s AND id <= %s", [low, low + chunk])
+        return []
 
-    def run():
-        try:
-            while True:
-                with lock:
-                    low = next(bounds, None)
-                if low is None:
-                    return
-                with connections["default"].cursor() as cursor:  # autocommit: one transaction each
-                    cursor.execute("UPDATE leads_lead SET score = score + 1, updated_at = now() "
-                                   "WHERE id > %s AND id <= %s", [low, low + chunk])
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run) for _ in range(workers)]
     start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    services._in_parallel(range(0, n, chunk), write, workers=workers)
     return time.perf_counter() - start
 
 

@@ -68,12 +68,11 @@ def bars(labels, series, *, title, desc):
     top = max(values, default=0) or 1
     bar, inner, gap, label_w = 14, 2, 12, 190
     group_h = len(series) * (bar + inner)
-    legend_h = 0
-    height = legend_h + len(labels) * (group_h + gap) + gap
+    height = len(labels) * (group_h + gap) + gap
     usable = WIDTH - label_w - 70
     parts = []
     for i, label in enumerate(labels):
-        y0 = legend_h + gap + i * (group_h + gap)
+        y0 = gap + i * (group_h + gap)
         text = label if len(label) <= 28 else label[:27] + "…"
         parts.append(f'<text x="{label_w - 8}" y="{y0 + group_h / 2 + 4}" text-anchor="end" font-size="12">'
                      f'{escape(text)}</text>')

@@ -451,7 +451,7 @@ class RequalificationScheduleForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
-            days, at = services.requalify_schedule_read(self.instance)
+            days, at = self.instance.days_and_time()
             self.fields["days"].initial = sorted(days)
             self.fields["at"].initial = at
         self.fields["at"].help_text = _("In the time zone %(zone)s.") % {"zone": settings.CELERY_TIMEZONE}

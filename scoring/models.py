@@ -1,5 +1,7 @@
 """Rulesets and rules: what marketers decide a good lead is. Data, never code."""
 
+import datetime
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -215,13 +217,22 @@ class RequalificationSchedule(PeriodicTask):
     WEEKDAYS = [(1, _("Monday")), (2, _("Tuesday")), (3, _("Wednesday")), (4, _("Thursday")), (5, _("Friday")),
                 (6, _("Saturday")), (0, _("Sunday"))]
 
+    def days_and_time(self):
+        """``(days, time)``: cron weekday numbers and the first time of day it runs (a
+        schedule edited as a raw crontab may run at several); every day at 06:00 when it
+        has no crontab."""
+        if self.crontab is None:
+            return set(range(7)), datetime.time(6, 0)
+        schedule = self.crontab.schedule
+        return set(schedule.day_of_week), datetime.time(min(schedule.hour), min(schedule.minute))
+
     def __str__(self):
         """The schedule in words: "Every day at 06:00", "Monday, Friday at 07:30"."""
         if not self.enabled or self.crontab is None:
             return str(_("Not scheduled"))
-        schedule = self.crontab.schedule
-        at = f"{min(schedule.hour):02d}:{min(schedule.minute):02d}"
-        if set(schedule.day_of_week) == set(range(7)):
+        days, at = self.days_and_time()
+        at = at.strftime("%H:%M")
+        if days == set(range(7)):
             return str(_("Every day at %(time)s") % {"time": at})
-        days = ", ".join(str(name) for number, name in self.WEEKDAYS if number in schedule.day_of_week)
-        return str(_("%(days)s at %(time)s") % {"days": days, "time": at})
+        named = ", ".join(str(name) for number, name in self.WEEKDAYS if number in days)
+        return str(_("%(days)s at %(time)s") % {"days": named, "time": at})

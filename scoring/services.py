@@ -707,18 +707,16 @@ def _chunk_changes(work, start, end):
 
 @contextmanager
 def _verdict_planning(cursor):
-    """How to plan a chunk's verdicts, for the statements inside (in a transaction)."""
-    # A chunk is small: compiling it to machine code (JIT) costs more than it saves.
-    cursor.execute("SET LOCAL jit = off")
-    cursor.execute("SET LOCAL work_mem = '64MB'")
-    # The joins are written in the order to run them (the lead, its events, then each
-    # lateral): searching for another order took ~10-40 ms of planning per chunk, for
-    # the same plan.
-    cursor.execute("SET LOCAL join_collapse_limit = 1")
-    cursor.execute("SET LOCAL from_collapse_limit = 1")
+    """How to plan a chunk's verdicts, for the statements inside (in a transaction):
+    JIT off (a chunk is small: compiling it to machine code costs more than it saves),
+    room to sort, and the joins in the order written (the lead, its events, then each
+    lateral): searching for another order took ~10-40 ms of planning per chunk, for the
+    same plan. One round trip to set them, one to reset them for the rest of the
+    transaction."""
+    cursor.execute("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; "
+                   "SET LOCAL join_collapse_limit = 1; SET LOCAL from_collapse_limit = 1")
     yield
-    for name in ("jit", "work_mem", "join_collapse_limit", "from_collapse_limit"):
-        cursor.execute(f"RESET {name}")  # the rest of the transaction plans as usual
+    cursor.execute("RESET jit; RESET work_mem; RESET join_collapse_limit; RESET from_collapse_limit")
 
 
 def _rescore_chunk(work, start, end, changes):
@@ -1171,17 +1169,6 @@ def requalify_schedule_set(*, days, at, enabled=True):
     task.enabled = enabled
     task.save()  # django-celery-beat's signal tells beat its table changed
     return task
-
-
-def requalify_schedule_read(task):
-    """``(days, time)`` of the schedule: cron weekday numbers and the first time of day
-    it runs (a schedule edited as a raw crontab may run at several)."""
-    import datetime
-
-    if task.crontab is None:
-        return set(ALL_WEEKDAYS), datetime.time(6, 0)
-    schedule = task.crontab.schedule
-    return set(schedule.day_of_week), datetime.time(min(schedule.hour), min(schedule.minute))
 
 
 def requalification_overdue(*, now=None):

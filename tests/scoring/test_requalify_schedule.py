@@ -1,19 +1,19 @@
 """Marketers set when the daily requalification runs, as days and a time, in admin."""
 
+import datetime
 import re
 
 import pytest
-from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
 from scoring import services
+from scoring.models import RequalificationSchedule
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def marketer_client(marketer):
-    client = Client()
+def marketer_client(client, marketer):
     client.force_login(marketer)
     return client
 
@@ -38,11 +38,9 @@ def test_a_marketer_sets_the_days_and_time_of_the_requalification(marketer_clien
     assert (crontab.minute, crontab.hour, crontab.day_of_week, str(crontab.timezone)) == (
         "30", "7", "1,2,3,4,5", "America/Sao_Paulo")
     assert task.enabled and task.interval is None
-    assert services.requalify_schedule_read(task)[0] == {1, 2, 3, 4, 5}
-    from scoring.models import RequalificationSchedule
-
-    assert str(RequalificationSchedule.objects.get(pk=task.pk)) == (
-        "Monday, Tuesday, Wednesday, Thursday, Friday at 07:30")
+    schedule = RequalificationSchedule.objects.get(pk=task.pk)
+    assert schedule.days_and_time() == ({1, 2, 3, 4, 5}, datetime.time(7, 30))
+    assert str(schedule) == "Monday, Tuesday, Wednesday, Thursday, Friday at 07:30"
 
     page = marketer_client.post(f"/admin/scoring/requalificationschedule/{task.pk}/change/",
                                 {"enabled": "on", "at": "07:30"}).content.decode()
@@ -69,8 +67,6 @@ def test_the_other_periodic_jobs_are_not_the_marketers(marketer_client):
 
 
 def test_the_catch_up_reads_the_schedule_the_marketer_set(settings):
-    import datetime
-
     from django.utils import timezone
 
     task = services.requalify_schedule_set(days={1, 2, 3, 4, 5, 6, 0}, at=datetime.time(6, 0))
