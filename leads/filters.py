@@ -280,7 +280,7 @@ def filters_in_words(filters):
                    "me_or_unassigned": _("the person looking, or unassigned")}
         if value in special:
             return str(special[value])
-        user = get_user_model().objects.filter(pk=value).first() if value.isdigit() else None
+        user = get_user_model().objects.filter(pk=value).first() if value.isdigit() and len(value) <= 18 else None
         return (user.get_full_name() or user.get_username()) if user else value
 
     choices = {"status": dict(LeadStatus.choices), "temperature": dict(Temperature.choices),
