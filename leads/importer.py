@@ -34,7 +34,7 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
@@ -1014,36 +1014,73 @@ def _can_copy():
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_JSON_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+COPY_READ_SIZE = 256 * 1024  # characters handed to COPY per read
 
 
 def _copy_text(value):
+    """``value`` in COPY's text format, not yet escaped (``_copy_line`` escapes)."""
     if value is None:
         return "\\N"
     kind = type(value)
     if kind is str:
-        return value.translate(_COPY_ESCAPES)
+        return value
     if kind is bool:
         return "t" if value else "f"
     if kind is dict or kind is list:
-        return json.dumps(value, ensure_ascii=False).translate(_COPY_ESCAPES)
+        return _JSON_ENCODE(value) if value else ("{}" if kind is dict else "[]")
     if kind is datetime.datetime:
-        return value.isoformat()
+        return _isoformat(value)  # a batch's rows share a few timestamps
     return str(value)
+
+
+_isoformat = functools.lru_cache(maxsize=16)(datetime.datetime.isoformat)
+
+
+def _copy_line(row):
+    """One row in COPY's text format. Most rows hold no tab, line break or backslash:
+    they are joined once and checked once; only the others are escaped value by value."""
+    texts = [_copy_text(value) for value in row]
+    line = "\t".join(texts)
+    # The only backslashes of a clean line are those of its NULLs ("\N").
+    if (line.count("\t") == len(texts) - 1 and line.count("\\") == row.count(None)
+            and "\n" not in line and "\r" not in line):
+        return line
+    return "\t".join(
+        text if value is None else text.translate(_COPY_ESCAPES) for value, text in zip(row, texts, strict=True)
+    )
+
+
+class _CopyStream:
+    """A file-like object psycopg2's ``copy_expert`` reads: the rows are rendered as
+    it asks for data, so PostgreSQL (another process) inserts the first rows while
+    this one renders the next, instead of waiting for a whole buffer."""
+
+    def __init__(self, first, rows):
+        self._lines = chain([first], rows)
+
+    def read(self, size=-1):
+        parts, length = [], 0
+        for row in self._lines:
+            line = _copy_line(row)
+            parts.append(line)
+            parts.append("\n")
+            length += len(line) + 1
+            if 0 <= size <= length:
+                break
+        return "".join(parts)
 
 
 def _copy(model, columns, rows):
     """COPY ``rows`` (tuples of Python values, in ``columns`` order) into ``model``'s table."""
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write("\t".join(map(_copy_text, row)))
-        buffer.write("\n")
-    if not buffer.tell():
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
         return
-    buffer.seek(0)
     quote = connection.ops.quote_name
     sql = f"COPY {quote(model._meta.db_table)} ({', '.join(quote(name) for name in columns)}) FROM STDIN"
     with connection.cursor() as cursor, connection.wrap_database_errors:
-        cursor.cursor.copy_expert(sql, buffer)
+        cursor.cursor.copy_expert(sql, _CopyStream(first, rows), size=COPY_READ_SIZE)
 
 
 def _offer_phone(by_phone, phone, lead):

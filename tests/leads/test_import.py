@@ -7,6 +7,7 @@ rejected-rows file.
 
 import csv
 import io
+import logging
 from decimal import Decimal
 
 import pytest
@@ -423,3 +424,26 @@ def test_the_command_refuses_a_mapping_that_would_reject_every_row_unless_told(t
     assert "Warning: No column gives what form 'exige' requires (company)" in err
     out, err = run(path, "--allow-missing", form_slug="exige")
     assert "Warning:" in err and Lead.objects.count() == 0 and "rejected: 1" in out.lower()
+
+
+def test_backslashes_tabs_line_breaks_and_a_literal_backslash_n_survive_the_copy(tmp_path, caplog):
+    """PostgreSQL writes imported rows with COPY, whose text format gives tabs, line
+    breaks and backslashes a meaning: a value holding them comes back as it was, and
+    the text "\\N" is not read as NULL."""
+    FormFactory(fields=["email", "name", "company", "city", "message", "segmento"])
+    path = write(tmp_path, (
+        "Nome;E-mail;Empresa;Cidade;Segmento;Mensagem\n"
+        'Ana;ana@x.com.br;C:\\Paletes;\\N;"aspas ""duplas"" e \\barra";"linha 1\r\nlinha\t2 \\N"\n'
+        "Bia;bia@x.com.br;;\\N;;\n"
+        "Caio;caio@x.com.br;;;;\n"
+    ))
+    caplog.set_level(logging.INFO, logger="leads.importer")
+    run(path)
+    assert "row by row" not in caplog.text  # written set-based (COPY on PostgreSQL), not redone after an error
+    ana = Lead.objects.get(email="ana@x.com.br")
+    assert (ana.company, ana.city, ana.message) == ("C:\\Paletes", "\\N", "linha 1\r\nlinha\t2 \\N")
+    assert ana.attributes == {"segmento": 'aspas "duplas" e \\barra'}
+    assert Lead.objects.get(email="bia@x.com.br").city == "\\N"
+    caio = Lead.objects.get(email="caio@x.com.br")
+    assert (caio.company, caio.city, caio.message, caio.attributes) == ("", "", "", {})
+    assert LeadEvent.objects.get(lead=ana, kind=LeadEvent.Kind.CAPTURED).data["import"] == "leads.csv"
