@@ -12,6 +12,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from config.db import execute_prepared
+
 from . import hotcache, roles
 from .capture import clean_lead_data
 from .models import Consent, Fit, Form, Lead, LeadEvent, LeadStatus, Reason, StatusSetBy, Submission
@@ -430,7 +432,7 @@ def _write_rows(rows, *, update=None):
     *ctes, main = parts
     sql = (f"WITH {', '.join(f'w{i} AS ({part})' for i, part in enumerate(ctes))} {main}" if ctes else main)
     with db.cursor() as cursor:
-        cursor.execute(sql, params)
+        execute_prepared(cursor, sql, params)
 
 
 _INSERT_SQL = {}
@@ -477,7 +479,7 @@ def _insert_unless_exists(lead, *, prefix=""):
     values = _insert_values(lead, fields, db)
     sql = f"{insert} VALUES {placeholders} ON CONFLICT DO NOTHING RETURNING {db.ops.quote_name('id')}"
     with db.cursor() as cursor:
-        cursor.execute(prefix + sql, values)
+        execute_prepared(cursor, sql, values, prefix=prefix)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -563,7 +565,7 @@ def _submission_insert(submission):
     which also takes the ruleset lock and reads the active ruleset's id
     (``scoring.services.active_ruleset_id``)."""
     from scoring.models import Ruleset
-    from scoring.services import active_ruleset_id, active_ruleset_id_sql
+    from scoring.services import active_ruleset_id, ruleset_lock_sql
 
     if connection.vendor != "postgresql":
         if submission.idempotency_key:
@@ -585,7 +587,7 @@ def _submission_insert(submission):
     sql = (f"{insert} VALUES {placeholders}{conflict} RETURNING id, "
            f"(SELECT id FROM {db.ops.quote_name(Ruleset._meta.db_table)} WHERE state = 'active')")
     with db.cursor() as cursor:
-        cursor.execute(active_ruleset_id_sql(sql), values)
+        execute_prepared(cursor, sql, values, prefix=ruleset_lock_sql())
         row = cursor.fetchone()
     if row is None:
         return False, None

@@ -87,6 +87,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The form endpoint's few statements are prepared once per connection (config/db.py):
+# PostgreSQL then skips parsing and planning them on every submission. Turn off behind a
+# pooler in transaction mode (PgBouncer's pool_mode = transaction), where a connection's
+# next transaction may run on another server session that never saw the PREPARE.
+FUNIL_DB_PREPARED_STATEMENTS = env.bool("FUNIL_DB_PREPARED_STATEMENTS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache, Celery -------------------------------------------------

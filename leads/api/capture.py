@@ -29,6 +29,7 @@ from ..selectors import form_for_capture
 from .throttles import CaptureThrottle, client_ident
 
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class SubmissionInputSerializer(serializers.Serializer):
@@ -154,9 +155,7 @@ def _storable(value):
     """The payload as a database can keep it: NUL characters (PostgreSQL refuses them in
     text and JSON) and unpaired surrogates become U+FFFD, keys become strings."""
     if isinstance(value, str):
-        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
-            value = "".join("\ufffd" if ch == "\x00" or "\ud800" <= ch <= "\udfff" else ch for ch in value)
-        return value
+        return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {_storable(str(key)): _storable(item) for key, item in value.items()}
     if isinstance(value, list):
