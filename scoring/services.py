@@ -86,10 +86,15 @@ def active_ruleset_id_sql(prefix=""):
     ruleset's id, or, with ``prefix`` (a statement whose result is wanted instead), runs
     that after the lock. One round trip either way; the lock is a statement of its own
     so that what follows reads a snapshot taken after it was granted."""
-    lock = f"SELECT pg_advisory_xact_lock_shared({RULESET_LOCK}); " if connection.vendor == "postgresql" else ""
+    lock = ruleset_lock_sql()
     if prefix:
         return lock + prefix
     return lock + f"SELECT id FROM {Ruleset._meta.db_table} WHERE state = 'active'"
+
+
+def ruleset_lock_sql():
+    """The statement that takes the shared ruleset lock (PostgreSQL; "" elsewhere)."""
+    return f"SELECT pg_advisory_xact_lock_shared({RULESET_LOCK}); " if connection.vendor == "postgresql" else ""
 
 
 def forget_active_ruleset():
