@@ -3,8 +3,9 @@
 
 Posts submissions (each a new lead) for a fixed time from concurrent wrk connections to Funil under
 gunicorn (2 workers x 4 threads, as the Docker image runs it) on PostgreSQL and Redis, and in the same run to a bare DRF
-endpoint that inserts one row into a one-table model. Prints submissions/s, p50 and
-p99 for both and their ratio.
+endpoint that inserts one row into a one-table model, in interleaved rounds (Funil, bare,
+bare, Funil, ...) so that the shared host's drift weighs on both alike. Prints
+submissions/s, p50 and p99 for both and their ratio.
 
     .venv/bin/python bench/ingest.py [--seconds 20] [--connections 4]
     .venv/bin/python bench/ingest.py --quick    # 3 s per endpoint, for CI: prints, asserts no target
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +50,22 @@ def run_wrk(url, seconds, connections, threads, run_name):
     return figures
 
 
+def combine(runs):
+    """One endpoint's rounds as one run: requests over the time they took; p50 the
+    median of the rounds', p90 and p99 the worst round's (percentiles do not add up)."""
+    requests = sum(run["requests"] for run in runs)
+    statuses = {}
+    for run in runs:
+        for code, number in run["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + number
+    return {
+        "requests": requests, "rate": requests / (sum(run["duration_us"] for run in runs) / 1e6),
+        "p50_us": statistics.median(run["p50_us"] for run in runs),
+        "p90_us": max(run["p90_us"] for run in runs), "p99_us": max(run["p99_us"] for run in runs),
+        "statuses": statuses, "errors": sum(run["errors"] for run in runs),
+    }
+
+
 def count(env, sql):
     code = f"from django.db import connection as c; cur=c.cursor(); cur.execute({sql!r}); print(cur.fetchone()[0])"
     out = manage(env, "shell", "-c", code, capture=True)
@@ -57,6 +75,8 @@ def count(env, sql):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=20, help="measured seconds per endpoint (default 20)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="interleaved rounds per endpoint, the seconds split among them (default 4)")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
@@ -68,7 +88,8 @@ def main():
                         help="3 measured seconds per endpoint; the figures are printed, the targets not asserted")
     args = parser.parse_args()
     if args.quick:
-        args.seconds = 3
+        args.seconds, args.rounds = 3, 1
+    round_seconds = max(1, round(args.seconds / args.rounds))
     if not shutil.which("wrk"):
         sys.exit("bench/ingest.py needs wrk: apt-get install wrk")
 
@@ -91,7 +112,6 @@ def main():
     ))
     subprocess.run(["redis-cli", "-u", args.redis_url, "FLUSHDB"], capture_output=True, check=False)
 
-    results = {}
     threads = f" x {args.gunicorn_threads} threads" if args.gunicorn_threads > 1 else " (sync)"
     print(f"gunicorn: {args.workers} workers{threads}")
     with Gunicorn(env, workers=args.workers, threads=args.gunicorn_threads) as server:
@@ -101,9 +121,18 @@ def main():
         }
         for name, url in targets.items():  # warm up connections, caches and both workers
             run_wrk(url, 2, args.connections, args.threads, f"warm{name}")
-        for name, url in targets.items():
-            time.sleep(1)
-            results[name] = run_wrk(url, args.seconds, args.connections, args.threads, f"run{name}")
+        # Interleaved rounds, the order swapped each round, so that a change in the shared
+        # host's speed during the run weighs on both endpoints alike.
+        rounds = {name: [] for name in targets}
+        for index in range(args.rounds):
+            for name in (list(targets) if index % 2 == 0 else list(targets)[::-1]):
+                time.sleep(1)
+                rounds[name].append(run_wrk(targets[name], round_seconds, args.connections, args.threads,
+                                            f"run{name}-r{index}"))
+        results = {name: combine(runs) for name, runs in rounds.items()}
+        for index, (funil, baseline) in enumerate(zip(rounds["funil"], rounds["bare"], strict=True), 1):
+            print(f"round {index}: Funil {funil['rate']:.0f}/s, bare {baseline['rate']:.0f}/s, "
+                  f"ratio {funil['rate'] / baseline['rate']:.2f}")
 
     leads = count(env, "SELECT count(*) FROM leads_lead WHERE email LIKE 'lead-runfunil-%'")
     processed = count(env, "SELECT count(*) FROM leads_submission WHERE payload->>'email' LIKE 'lead-runfunil-%' "
