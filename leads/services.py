@@ -325,18 +325,35 @@ def _lead_capture(*, clean, form=None, source=None, submission=None, actor=None,
     }
     new_lead = Lead(source=source, form=form, attributes=dict(clean.attributes), last_activity_at=now, **fields)
     scored = _score_new(new_lead, now, ruleset_id)
+
+    def consent_row(lead):
+        return Consent(lead=lead, action=Consent.Action.GRANTED, form=form, submission=submission,
+                       text=form.consent_text, version=form.consent_version, ip=ip)
+
+    def processed(lead, created):
+        # Marked processed in the same transaction as the lead it produced.
+        return None if submission is None else (submission, {
+            "processed_at": now, "attempts": submission.attempts + 1, **(submission_changes or {}),
+            "status": Submission.Status.PROCESSED, "lead": lead, "created_lead": created, "errors": {},
+        })
+
     created = False
     lead = None
     postgres = connection.vendor == "postgresql"
     if postgres and fields.get("email"):
-        # Most submissions are new people: try the insert first (one round trip);
-        # a conflict on the email means the lead exists, and it is merged below.
-        created = _insert_unless_exists(new_lead, prefix=savepoint.prefix() if savepoint else "")
+        # Most submissions are new people: one statement inserts the lead unless its
+        # email exists and, only if it was inserted, its events, its consent and the
+        # submission's status (one round trip). A conflict on the email means the lead
+        # exists: nothing was written, and it is merged below.
+        rows = [*_created_events(new_lead, scored, context, actor), *([consent_row(new_lead)] if consent else [])]
+        created = _insert_with_rows(new_lead, rows, update=processed(new_lead, True),
+                                    prefix=savepoint.prefix() if savepoint else "")
         lead = new_lead if created else None
     if savepoint is not None:
         savepoint.open()
     if lead is None:
         lead = _find_for_update(fields)
+    written = created
     if lead is None:
         try:
             with transaction.atomic():
@@ -347,55 +364,40 @@ def _lead_capture(*, clean, form=None, source=None, submission=None, actor=None,
             lead = _find_for_update(fields)
             if lead is None:
                 raise
-    rows = []
-    if created:
-        rows.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.CAPTURED, actor=actor, data=context))
-        if scored:
-            ruleset, verdict = scored
-            rows.append(LeadEvent(
-                lead=lead, kind=LeadEvent.Kind.STATUS_CHANGED, from_status=LeadStatus.NEW, to_status=lead.status,
-                reason_id=lead.reason_id,
-                data={"set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version, "score": verdict.score,
-                      "temperature": verdict.temperature, "explanation": verdict.explanation},
-            ))
-    else:
-        filled = [name for name, value in fields.items() if name in MERGEABLE_FIELDS and _is_empty(getattr(lead, name))
-                  and not _is_empty(value)]
-        for name in filled:
-            setattr(lead, name, fields[name])
-        new_attributes = {key: value for key, value in clean.attributes.items() if key not in lead.attributes}
-        if new_attributes:
-            lead.attributes = {**lead.attributes, **new_attributes}
-        if lead.source_id is None and source is not None:
-            lead.source = source
-        if lead.form_id is None and form is not None:
-            lead.form = form
-        lead.last_activity_at = now
-        lead.save()
-        rows.append(LeadEvent(
-            lead=lead, kind=LeadEvent.Kind.RESUBMITTED, actor=actor,
-            data={**context, "filled": filled + sorted(new_attributes)},
-        ))
-    if consent:
-        rows.append(Consent(
-            lead=lead, action=Consent.Action.GRANTED, form=form, submission=submission,
-            text=form.consent_text, version=form.consent_version, ip=ip,
-        ))
-    # Marked processed in the same transaction as the lead it produced.
-    processed = None if submission is None else {
-        "processed_at": now, "attempts": submission.attempts + 1, **(submission_changes or {}),
-        "status": Submission.Status.PROCESSED, "lead": lead, "created_lead": created, "errors": {},
-    }
-    if postgres:
-        # The timeline, consent and submission rows in one statement (one round trip).
-        _write_rows(rows, update=(submission, processed) if submission is not None else None)
-    else:
-        for model in (LeadEvent, Consent):
-            objs = [row for row in rows if isinstance(row, model)]
-            if objs:
-                model.objects.bulk_create(objs)
-        if submission is not None:
-            Submission.objects.filter(pk=submission.pk).update(**processed)
+    if not written:
+        if created:
+            rows = _created_events(lead, scored, context, actor)
+        else:
+            filled = [name for name, value in fields.items() if name in MERGEABLE_FIELDS
+                      and _is_empty(getattr(lead, name)) and not _is_empty(value)]
+            for name in filled:
+                setattr(lead, name, fields[name])
+            new_attributes = {key: value for key, value in clean.attributes.items() if key not in lead.attributes}
+            if new_attributes:
+                lead.attributes = {**lead.attributes, **new_attributes}
+            if lead.source_id is None and source is not None:
+                lead.source = source
+            if lead.form_id is None and form is not None:
+                lead.form = form
+            lead.last_activity_at = now
+            lead.save()
+            rows = [LeadEvent(
+                lead=lead, kind=LeadEvent.Kind.RESUBMITTED, actor=actor,
+                data={**context, "filled": filled + sorted(new_attributes)},
+            )]
+        if consent:
+            rows.append(consent_row(lead))
+        if postgres:
+            # The timeline, consent and submission rows in one statement (one round trip).
+            _write_rows(rows, update=processed(lead, created))
+        else:
+            for model in (LeadEvent, Consent):
+                objs = [row for row in rows if isinstance(row, model)]
+                if objs:
+                    model.objects.bulk_create(objs)
+            if submission is not None:
+                instance, changes = processed(lead, created)
+                Submission.objects.filter(pk=instance.pk).update(**changes)
     if created:
         if lead.status == LeadStatus.QUALIFIED and lead.owner_id is None:
             _auto_assign(lead)
@@ -406,6 +408,60 @@ def _lead_capture(*, clean, form=None, source=None, submission=None, actor=None,
         _qualify(lead, ruleset_id)
     return lead, created
 
+
+
+def _created_events(lead, scored, context, actor):
+    """The timeline of a lead just created: captured and, when the rules judged it, the
+    status they gave it."""
+    rows = [LeadEvent(lead=lead, kind=LeadEvent.Kind.CAPTURED, actor=actor, data=context)]
+    if scored:
+        ruleset, verdict = scored
+        rows.append(LeadEvent(
+            lead=lead, kind=LeadEvent.Kind.STATUS_CHANGED, from_status=LeadStatus.NEW, to_status=lead.status,
+            reason_id=lead.reason_id,
+            data={"set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version, "score": verdict.score,
+                  "temperature": verdict.temperature, "explanation": verdict.explanation},
+        ))
+    return rows
+
+
+def _insert_with_rows(lead, rows, *, update=None, prefix=""):
+    """PostgreSQL, one statement: INSERT ``lead`` unless a lead with its unique email
+    exists and, only if it was inserted, ``rows`` (unsaved instances whose ``lead``
+    column takes the new id) and ``update`` (``(instance, {field: value})``, its
+    ``lead`` the new one). True and ``lead.pk`` set when inserted; False when the email
+    exists, and then nothing was written. ``prefix``: SQL sent before it in the same
+    round trip."""
+    db = transaction.get_connection()
+    quote = db.ops.quote_name
+    insert, placeholders, fields = _insert_sql(Lead, db)
+    parts = [f"new_lead AS ({insert} VALUES {placeholders} ON CONFLICT DO NOTHING RETURNING {quote('id')})"]
+    params = _insert_values(lead, fields, db)
+    for index, row in enumerate(rows):
+        row_insert, _placeholders, row_fields = _insert_sql(type(row), db)
+        values = _insert_values(row, row_fields, db)
+        select = ", ".join("new_lead.id" if field.name == "lead" else "%s" for field in row_fields)
+        parts.append(f"w{index} AS ({row_insert} SELECT {select} FROM new_lead)")
+        params.extend(value for field, value in zip(row_fields, values, strict=True) if field.name != "lead")
+    if update is not None:
+        instance, changes = update
+        model = type(instance)
+        sql, update_params = _update_sql(model, instance.pk, {k: v for k, v in changes.items() if k != "lead"}, db,
+                                         extra=f"{quote(model._meta.get_field('lead').column)} = new_lead.id",
+                                         from_="new_lead")
+        parts.append(f"w{len(rows)} AS ({sql})")
+        params.extend(update_params)
+    sql = f"WITH {', '.join(parts)} SELECT id FROM new_lead"
+    with db.cursor() as cursor:
+        execute_prepared(cursor, sql, params, prefix=prefix)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    lead.pk = row[0]
+    lead._state.adding = False
+    for instance in [*rows, *([update[0]] if update is not None else [])]:
+        instance.lead = lead
+    return True
 
 
 def _write_rows(rows, *, update=None):
@@ -456,7 +512,9 @@ def _insert_values(obj, fields, db):
     return [field.get_db_prep_save(field.pre_save(obj, add=True), db) for field in fields]
 
 
-def _update_sql(model, pk, changes, db):
+def _update_sql(model, pk, changes, db, *, extra="", from_=""):
+    """``UPDATE`` of the row ``pk`` with ``changes``; ``extra``: one more assignment in
+    SQL, ``from_``: a FROM list it may refer to."""
     quote = db.ops.quote_name
     assignments, params = [], []
     for name, value in changes.items():
@@ -465,9 +523,12 @@ def _update_sql(model, pk, changes, db):
             value = value.pk
         assignments.append(f"{quote(field.column)} = %s")
         params.append(field.get_db_prep_save(value, db))
+    if extra:
+        assignments.append(extra)
     params.append(pk)
-    return (f"UPDATE {quote(model._meta.db_table)} SET {', '.join(assignments)} "
-            f"WHERE {quote(model._meta.pk.column)} = %s"), params
+    table = quote(model._meta.db_table)
+    return (f"UPDATE {table} SET {', '.join(assignments)}{f' FROM {from_}' if from_ else ''} "
+            f"WHERE {table}.{quote(model._meta.pk.column)} = %s"), params
 
 
 def _insert_unless_exists(lead, *, prefix=""):

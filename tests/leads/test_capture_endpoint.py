@@ -56,8 +56,8 @@ def test_a_json_post_is_stored_normalised_and_answered_202(client, form):
 
 
 def test_a_known_email_gets_the_same_answer_fills_empty_fields_and_overwrites_nothing(client, form):
-    first = post_json(client, {"email": "ana@x.com.br", "company": "Primeira", "state": "SP"})
-    again = post_json(client, {"email": "ANA@x.com.br", "company": "Outra", "phone": "11 98765-4321"})
+    first = post_json(client, {"email": "ana@x.com.br", "company": "Primeira", "state": "SP", "consent": True})
+    again = post_json(client, {"email": "ANA@x.com.br", "company": "Outra", "phone": "11 98765-4321", "consent": True})
     assert first.status_code == again.status_code == 202
     assert set(first.json()) == set(again.json()) == {"submission"}
     lead = Lead.objects.get()
@@ -65,7 +65,14 @@ def test_a_known_email_gets_the_same_answer_fills_empty_fields_and_overwrites_no
     assert lead.phone == "+5511987654321"
     resubmitted = lead.events.get(kind=LeadEvent.Kind.RESUBMITTED)
     assert resubmitted.data["filled"] == ["phone"]
-    assert Submission.objects.filter(lead=lead).count() == 2
+    # The second submission wrote its own rows only: no second "captured", one consent each.
+    assert sorted(lead.events.values_list("kind", flat=True)) == sorted(
+        [LeadEvent.Kind.CAPTURED, LeadEvent.Kind.RESUBMITTED])
+    submissions = list(Submission.objects.filter(lead=lead).order_by("id"))
+    assert [(item.status, item.created_lead) for item in submissions] == [
+        (Submission.Status.PROCESSED, True), (Submission.Status.PROCESSED, False)]
+    assert sorted(Consent.objects.filter(lead=lead).values_list("submission_id", flat=True)) == [
+        item.pk for item in submissions]
 
 
 def test_a_later_submission_never_erases_what_a_person_entered(client, form, rep):
