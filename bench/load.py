@@ -146,6 +146,8 @@ def main():
     parser.add_argument("--seconds", type=int)
     parser.add_argument("--emails", type=int, help="nurture deliveries due during the run "
                         "(default: 20,000, or 400 with --quick)")
+    parser.add_argument("--rescore-workers", type=int, default=1,
+                        help="FUNIL_RESCORE_WORKERS for the worker (default 1, the setting's default)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     leads = args.leads or (20_000 if args.quick else 1_000_000)
@@ -166,7 +168,8 @@ def main():
     recreate_database(DATABASE)
     env = bench_env(DATABASE, REDIS, FUNIL_CAPTURE_RATE_PER_IP="1000000/min",
                     FUNIL_CAPTURE_RATE_PER_FORM="1000000/min", EMAIL_URL=f"smtp://127.0.0.1:{smtp.port}",
-                    FUNIL_BASE_URL="https://funil.example.com", DEFAULT_FROM_EMAIL="Paletes <news@paletes.example>")
+                    FUNIL_BASE_URL="https://funil.example.com", DEFAULT_FROM_EMAIL="Paletes <news@paletes.example>",
+                    FUNIL_RESCORE_WORKERS=str(args.rescore_workers))
     print(f"Loading {leads:,} leads ...", flush=True)
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "collectstatic", "--noinput", "-v", "0")  # production settings serve the manifest
@@ -222,7 +225,9 @@ def main():
 
     lines = [f"Machine: {machine()}. {leads:,} leads; {seconds} s of load; gunicorn 2 workers x 4 threads, one Celery "
              f"worker (concurrency 2) and beat, PostgreSQL and Redis on the same machine. The rescoring job "
-             f"(#{job_id}, {job_status}) of all {seen:,} leads ran for {finished - started:.1f} s.", "",
+             f"(#{job_id}, {job_status}) of all {seen:,} leads, on {args.rescore_workers} database "
+             f"connection{'s' if args.rescore_workers > 1 else ''} (FUNIL_RESCORE_WORKERS), ran for "
+             f"{finished - started:.1f} s.", "",
              "| phase | request | count | per s | p50 ms | p95 ms | p99 ms |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for phase in ("before", "during", "after"):

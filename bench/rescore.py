@@ -174,6 +174,9 @@ def main():
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/funil_bench_rescore")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="only for the settings")
     parser.add_argument("--chunk-size", type=int, default=None, help="rescore chunk size (default: the service's)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="connections rescoring at once (FUNIL_RESCORE_WORKERS; default 2: the rescore alone "
+                             "on the host, both cores)")
     parser.add_argument("--sample", type=int, default=10_000, help="leads in the per-lead loop (default 10,000)")
     parser.add_argument("--check", type=int, default=200, help="leads checked against the pure engine")
     parser.add_argument("--seed", type=int, default=4)
@@ -184,7 +187,7 @@ def main():
         args.leads = min(args.leads, 20_000)
         args.sample = min(args.sample, 1_000)
 
-    env = bench_env(args.database_url, args.redis_url)
+    env = bench_env(args.database_url, args.redis_url, FUNIL_RESCORE_WORKERS=str(args.workers))
     print(f"machine: {machine()}")
     load_before = os.getloadavg()
     print(f"database: {args.database_url} (recreated)")
@@ -255,7 +258,7 @@ def main():
     # (e) the database's own floor for writing every lead once
     with connection.cursor() as cursor:
         cursor.execute("VACUUM leads_lead")  # as the rescore found it: the dead versions reusable
-    floor_s = write_floor(n, services.RESCORE_WORKERS)
+    floor_s = write_floor(n, services.rescore_workers())
 
     load_after = os.getloadavg()
     rate = lambda count, seconds: count / seconds if seconds else float("inf")  # noqa: E731
@@ -279,7 +282,8 @@ def main():
     print(f"longest chunk transaction: {longest:.3f} s")
     print(f"ratio set-based / per-lead: {ratio:.0f}x")
     print(f"rescore / floor: {rescore_s / floor_s:.1f}x (the floor: PostgreSQL writing a new version of every "
-          f"lead row and its index entries in {services.RESCORE_WORKERS} connections, {floor_s / scale:.1f} s per 1M)")
+          f"lead row and its index entries in {services.rescore_workers()} connections, "
+          f"{floor_s / scale:.1f} s per 1M)")
     print(f"load average (1, 5, 15 min) at the start {', '.join(f'{x:.1f}' for x in load_before)}, "
           f"at the end {', '.join(f'{x:.1f}' for x in load_after)} (the machine is shared)")
     print(f"per-lead loop extrapolated to {n:,} leads: {n / loop_rate:,.0f} s")

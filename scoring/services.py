@@ -303,8 +303,10 @@ def requalification_candidates(now):
     )
 
 
-# Chunks rescored at once, each on its own database connection (PostgreSQL only).
-RESCORE_WORKERS = 2
+def rescore_workers():
+    """Chunks rescored (or ranges previewed) at once, each on its own database
+    connection (PostgreSQL only): ``FUNIL_RESCORE_WORKERS``."""
+    return max(1, settings.FUNIL_RESCORE_WORKERS)
 
 
 class ChunkSizer:
@@ -368,7 +370,7 @@ def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
     changing (``DENSE_SHARE``), the next ones compute their verdicts inside the write
     instead (``_rescore_chunk_dense``), which saves reading every lead twice. Chunks are sized by ``ChunkSizer``
     (or ``chunk_size`` ids each). On PostgreSQL, ``workers`` chunks (default
-    ``RESCORE_WORKERS``) are rescored at once on their own connections; they still
+    ``rescore_workers()``) are rescored at once on their own connections; they still
     commit in order, so the progress never passes a chunk that is not done.
     """
     now = timezone.now()
@@ -400,7 +402,7 @@ def rescore_job_run(*, job_id, chunk_size=None, worker="", workers=None):
             job.refresh_from_db()
         work = _ChunkWork(job, compile_ruleset(job.ruleset, now=now), base, now=now, requalifying=requalifying,
                           sizer=FixedChunks(chunk_size) if chunk_size else ChunkSizer())
-        workers = RESCORE_WORKERS if workers is None else workers
+        workers = rescore_workers() if workers is None else workers
         # Other connections cannot see an enclosing transaction's writes (nor join it).
         if workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
             last = _rescore_chunks_in_parallel(work, workers=workers)
@@ -922,7 +924,7 @@ def ruleset_impact(*, ruleset, now=None, samples=3, chunk_size=IMPACT_CHUNK, wor
     one statement."""
     now = now or timezone.now()
     compiled = compile_ruleset(ruleset, now=now)
-    workers = RESCORE_WORKERS if workers is None else workers
+    workers = rescore_workers() if workers is None else workers
     ranges = [None]
     if connection.vendor == "postgresql":
         bounds = Lead.objects.aggregate(first=Min("id"), last=Max("id"))
