@@ -415,3 +415,22 @@ def test_on_postgresql_a_job_the_database_interrupts_goes_back_to_pending_for_th
     resumed = services.rescore_job_run(job_id=job.pk, chunk_size=1000, workers=1)
     assert (resumed.status, resumed.leads_seen, resumed.leads_changed) == (RescoreJob.Status.DONE, len(leads),
                                                                          len(leads))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("setting", "expected"), [(3, 3), (1, None), (0, None)])
+def test_the_rescore_works_on_as_many_connections_as_the_setting_says(
+        require_postgres, settings, monkeypatch, setting, expected):
+    settings.FUNIL_RESCORE_WORKERS = setting
+    seen = []
+    in_parallel = services._rescore_chunks_in_parallel
+
+    def spy(work, *, workers):
+        seen.append(workers)
+        return in_parallel(work, workers=workers)
+
+    monkeypatch.setattr(services, "_rescore_chunks_in_parallel", spy)
+    leads = [LeadFactory(email=f"w{i}@x.com.br", **person) for i, person in enumerate(PEOPLE)]
+    job = services.rescore_job_run(job_id=services.ruleset_activate(ruleset=pallet_ruleset()).pk, chunk_size=2)
+    assert (job.status, job.leads_seen) == (RescoreJob.Status.DONE, len(leads))
+    assert seen == ([expected] if expected else [])
