@@ -531,24 +531,6 @@ def _update_sql(model, pk, changes, db, *, extra="", from_=""):
             f"WHERE {table}.{quote(model._meta.pk.column)} = %s"), params
 
 
-def _insert_unless_exists(lead, *, prefix=""):
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id: True and ``lead.pk`` set when the
-    row was inserted, False when a lead with its unique email already exists.
-    ``prefix``: SQL sent before it in the same round trip."""
-    db = transaction.get_connection()
-    insert, placeholders, fields = _insert_sql(Lead, db)
-    values = _insert_values(lead, fields, db)
-    sql = f"{insert} VALUES {placeholders} ON CONFLICT DO NOTHING RETURNING {db.ops.quote_name('id')}"
-    with db.cursor() as cursor:
-        execute_prepared(cursor, sql, values, prefix=prefix)
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    lead.pk = row[0]
-    lead._state.adding = False
-    return True
-
-
 def _score_new(lead, now, ruleset_id):
     from scoring.services import score_new_lead
 
