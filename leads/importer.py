@@ -34,7 +34,7 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
@@ -1015,7 +1015,6 @@ def _can_copy():
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _JSON_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
-COPY_READ_SIZE = 256 * 1024  # characters handed to COPY per read
 
 
 def _copy_text(value):
@@ -1030,7 +1029,7 @@ def _copy_text(value):
     if kind is dict or kind is list:
         return _JSON_ENCODE(value) if value else ("{}" if kind is dict else "[]")
     if kind is datetime.datetime:
-        return _isoformat(value)  # a batch's rows share a few timestamps
+        return _isoformat(value)  # a batch's rows share a few timestamps (equal instants: one timestamptz)
     return str(value)
 
 
@@ -1051,36 +1050,19 @@ def _copy_line(row):
     )
 
 
-class _CopyStream:
-    """A file-like object psycopg2's ``copy_expert`` reads: the rows are rendered as
-    it asks for data, so PostgreSQL (another process) inserts the first rows while
-    this one renders the next, instead of waiting for a whole buffer."""
-
-    def __init__(self, first, rows):
-        self._lines = chain([first], rows)
-
-    def read(self, size=-1):
-        parts, length = [], 0
-        for row in self._lines:
-            line = _copy_line(row)
-            parts.append(line)
-            parts.append("\n")
-            length += len(line) + 1
-            if 0 <= size <= length:
-                break
-        return "".join(parts)
-
-
 def _copy(model, columns, rows):
     """COPY ``rows`` (tuples of Python values, in ``columns`` order) into ``model``'s table."""
-    rows = iter(rows)
-    first = next(rows, None)
-    if first is None:
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write(_copy_line(row))
+        buffer.write("\n")
+    if not buffer.tell():
         return
+    buffer.seek(0)
     quote = connection.ops.quote_name
     sql = f"COPY {quote(model._meta.db_table)} ({', '.join(quote(name) for name in columns)}) FROM STDIN"
     with connection.cursor() as cursor, connection.wrap_database_errors:
-        cursor.cursor.copy_expert(sql, _CopyStream(first, rows), size=COPY_READ_SIZE)
+        cursor.cursor.copy_expert(sql, buffer)
 
 
 def _offer_phone(by_phone, phone, lead):

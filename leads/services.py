@@ -459,8 +459,6 @@ def _insert_with_rows(lead, rows, *, update=None, prefix=""):
         return False
     lead.pk = row[0]
     lead._state.adding = False
-    for instance in [*rows, *([update[0]] if update is not None else [])]:
-        instance.lead = lead
     return True
 
 

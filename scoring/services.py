@@ -76,24 +76,15 @@ def active_ruleset_id():
     scored leads with the previous ruleset has committed by then (so its leads are
     rescored), and one that starts later reads the new id here."""
     with connection.cursor() as cursor:
-        cursor.execute(active_ruleset_id_sql())
+        cursor.execute(ruleset_lock_sql() + f"SELECT id FROM {Ruleset._meta.db_table} WHERE state = 'active'")
         row = cursor.fetchone()
     return row[0] if row else None
 
 
-def active_ruleset_id_sql(prefix=""):
-    """SQL that takes the shared ruleset lock (PostgreSQL) and selects the active
-    ruleset's id, or, with ``prefix`` (a statement whose result is wanted instead), runs
-    that after the lock. One round trip either way; the lock is a statement of its own
-    so that what follows reads a snapshot taken after it was granted."""
-    lock = ruleset_lock_sql()
-    if prefix:
-        return lock + prefix
-    return lock + f"SELECT id FROM {Ruleset._meta.db_table} WHERE state = 'active'"
-
-
 def ruleset_lock_sql():
-    """The statement that takes the shared ruleset lock (PostgreSQL; "" elsewhere)."""
+    """The statement that takes the shared ruleset lock (PostgreSQL; "" elsewhere), to
+    send in one round trip with the statement it guards. It is a statement of its own,
+    so that what follows reads a snapshot taken after the lock was granted."""
     return f"SELECT pg_advisory_xact_lock_shared({RULESET_LOCK}); " if connection.vendor == "postgresql" else ""
 
 
