@@ -19,8 +19,19 @@ admin.site.site_header = _("Funil administration")
 admin.site.site_title = "Funil"
 admin.site.index_title = _("Rules, forms, sequences and imports")
 
+def favicon(request):
+    """The icon's hashed static address, looked up when asked (not at import, before
+    ``collectstatic`` has written the manifest)."""
+    from django.shortcuts import redirect
+    from django.templatetags.static import static
+
+    return redirect(static("favicon.svg"))
+
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="leads:inbox", permanent=False)),
+    # Browsers ask for /favicon.ico on pages that name no icon (admin, JSON, the unsubscribe page).
+    path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -66,6 +66,23 @@ def normalize_phone(value, default_region="BR"):
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def display_phone(value, default_region="BR"):
+    """An E.164 number as people read it: the national format for a number of
+    ``default_region`` ('(11) 98765-4321'), the international one for any other
+    ('+1 650-253-0000'). A value that does not parse is shown as it is."""
+    if not value:
+        return ""
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException:
+        return value
+    if not phonenumbers.is_valid_number(number):
+        return value
+    national = phonenumbers.region_code_for_number(number) == (default_region or "").upper()
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL if national
+                                      else phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def normalize_state(value, country="BR"):
     """A Brazilian state by code or name, any case or accents -> its UF code."""
     value = (value or "").strip()

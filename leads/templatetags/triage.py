@@ -126,6 +126,17 @@ def money(value, currency="BRL"):
 
 
 @register.filter
+def phone(value):
+    """``lead.phone|phone``: the stored E.164 number as people read it ("(11) 98765-4321";
+    a foreign one "+1 650-253-0000")."""
+    from django.conf import settings
+
+    from ..normalize import display_phone
+
+    return display_phone(value, settings.FUNIL_DEFAULT_PHONE_REGION)
+
+
+@register.filter
 def seen(item):
     """The lead's value a matched rule saw, numbers in the reader's format."""
     from decimal import Decimal, InvalidOperation

@@ -168,3 +168,44 @@ def test_the_inbox_reads_on_a_phone(page, rep):
     log_in(page, rep)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
     screenshot(page, "inbox-phone.png")
+
+
+# Words of the score's explanation that the browser cut across two lines.
+SPLIT_WORDS = """() => {
+  const split = [];
+  const walker = document.createTreeWalker(document.querySelector("table.why"), NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const match of node.textContent.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+      if (lines.size > 1) split.push(match[0]);
+    }
+  }
+  return split;
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_the_scores_explanation_reads_without_cut_words_on_a_phone_and_in_the_side_column(page, rep, width):
+    from scoring import services as scoring
+    from tests.scoring.factories import pallet_ruleset
+
+    scoring.ruleset_activate(ruleset=pallet_ruleset())
+    lead = LeadFactory(first_name="Rafael", last_name="Barbosa", state="MG", budget=150000, company_size=80,
+                       email="rafael@yahoo.com.br", phone="+5511969821041")
+    scoring.lead_qualify(lead=lead)
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, rep)
+    page.goto(f"/leads/{lead.pk}/")
+    assert page.get_by_role("link", name="(11) 96982-1041").get_attribute("href") == "tel:+5511969821041"
+    table = page.locator("table.why")
+    table.wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= width + 1
+    assert page.evaluate(SPLIT_WORDS) == []
+    # Each rule is a block: its name, then each cell after its column's name.
+    looked_at = page.evaluate("""() => getComputedStyle(document.querySelector("table.why td[data-label]"),
+                                                         "::before").content""")
+    assert "Looked at" in looked_at
+    screenshot(page, f"lead-explanation-{width}.png")

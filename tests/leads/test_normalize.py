@@ -2,7 +2,14 @@ from decimal import Decimal
 
 import pytest
 
-from leads.normalize import normalize_budget, normalize_email, normalize_phone, normalize_state, split_name
+from leads.normalize import (
+    display_phone,
+    normalize_budget,
+    normalize_email,
+    normalize_phone,
+    normalize_state,
+    split_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,3 +77,17 @@ def test_nonsense_budget_is_refused(raw):
 def test_split_name():
     assert split_name(" Maria  da Silva ") == ("Maria", "da Silva")
     assert split_name("") == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [("+5511987654321", "(11) 98765-4321"), ("+551132165400", "(11) 3216-5400"),
+     ("+16502530000", "+1 650-253-0000"), ("", ""), ("not a number", "not a number")],
+)
+def test_a_stored_phone_is_shown_as_people_write_it(stored, shown):
+    assert display_phone(stored, "BR") == shown
+
+
+def test_a_phone_of_the_default_region_is_national_and_others_international():
+    assert display_phone("+16502530000", "US") == "(650) 253-0000"
+    assert display_phone("+5511987654321", "US") == "+55 11 98765-4321"

@@ -268,6 +268,20 @@ def test_the_header_counts_my_open_leads_and_the_unassigned_hot_ones(client, rep
     assert re.search(r'id="count-hot"><strong>1</strong>', body)
 
 
+def test_the_lead_page_shows_the_phone_formatted_and_dials_the_e164_number(client, rep):
+    lead = LeadFactory(phone="+5511987654321")
+    client.force_login(rep)
+    body = client.get(lead.get_absolute_url()).content.decode()
+    assert '<a href="tel:+5511987654321">(11) 98765-4321</a>' in body
+
+
+def test_the_favicon_is_named_by_the_pages_and_found_at_the_usual_address(client, rep):
+    client.force_login(rep)
+    assert 'rel="icon"' in client.get(reverse("leads:inbox")).content.decode()
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and re.search(r"/favicon(\.\w+)?\.svg$", response["Location"])
+
+
 def test_the_lead_page_explains_the_score(client, rep):
     from scoring import services as scoring
     from tests.scoring.factories import pallet_ruleset
