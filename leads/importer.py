@@ -536,7 +536,9 @@ def import_csv(*, path, form, columns=None, overrides=None, empty_values=(), dry
     chunks = _chunked(_payloads(csv_file.rows(start_after_line=start_after_line), header, columns), batch_size,
                       csv_file)
     importer = _BatchImporter(form=form, file_name=file_name, dry_run=dry_run)
-    cleaner = _Cleaner(form, empty_values, workers=default_workers() if workers is None else workers)
+    cleaner = _Cleaner(form, empty_values, workers=default_workers() if workers is None else workers,
+                       file_name=file_name,
+                       render=RENDER_IN_WORKERS and not dry_run and connection.vendor == "postgresql" and _can_copy())
     try:
         for chunk, prepared in cleaner.prepare(chunks):
             batch = importer.run(chunk, prepared, writer, on_batch=lambda batch, chunk=chunk: (
@@ -572,6 +574,7 @@ def _payloads(rows, header, columns):
 class _Chunk:
     rows: list  # [(line, cells, payload)]
     bytes_done: int  # how far into the file the reading was when this chunk was complete
+    now: object = None  # the time its rows were handed to cleaning: the batch's timestamps
 
 
 def _chunked(rows, size, csv_file):
@@ -594,12 +597,31 @@ class _CleanContext:
     facts: dict  # source_id, source slug, form_id, form slug
     rules: object = None  # the active scoring.engine.Ruleset, or None
     now: object = None
+    render: object = None  # a _RenderContext: also write each row's COPY lines as a new lead
+
+
+@dataclass
+class _RenderContext:
+    """What the COPY lines of a row's new lead, its events and its consent need (see
+    ``_render_new``): the batch's writer only prefixes the lead's id."""
+
+    ruleset_id: object  # the active ruleset's id, or None
+    ruleset_version: object
+    reason_ids: dict  # reason slug -> id
+    form_slug: str
+    file_name: str
+    consent: tuple  # (form id, consent text, consent version)
+
+
+# Each row's COPY lines are written by the cleaning processes (tests turn it off to
+# compare with the lines the writer builds itself).
+RENDER_IN_WORKERS = True
 
 
 class _Cleaner:
     """Cleans chunks of rows, in order, in worker processes or in this one."""
 
-    def __init__(self, form, empty_values, *, workers):
+    def __init__(self, form, empty_values, *, workers, file_name="", render=False):
         from django.conf import settings
 
         # The arguments ``services.clean_for_form`` passes (a test keeps them equal).
@@ -612,12 +634,24 @@ class _Cleaner:
         self.facts = {"source_id": form.source_id, "source": _Slug(form.source.slug), "form_id": form.pk,
                       "form": _Slug(form.slug)}
         self.workers = workers
+        self.form = form
+        self.file_name = file_name
+        self.render = render
 
     def _context(self):
         from scoring import services as scoring
 
         active = scoring.active_ruleset()
-        return _CleanContext(self.clean_kwargs, self.facts, rules=active[1] if active else None, now=timezone.now())
+        render = None
+        if self.render:
+            render = _RenderContext(
+                ruleset_id=active[0].pk if active else None, ruleset_version=active[0].version if active else None,
+                reason_ids=dict(scoring.reason_ids_cached()) if active else {}, form_slug=self.form.slug,
+                file_name=self.file_name,
+                consent=(self.form.pk, self.form.consent_text, self.form.consent_version),
+            )
+        return _CleanContext(self.clean_kwargs, self.facts, rules=active[1] if active else None, now=timezone.now(),
+                             render=render)
 
     def _start_pool(self):
         """The pool of cleaning processes, started; None where they cannot be started
@@ -643,13 +677,17 @@ class _Cleaner:
         pool = self._start_pool()
         if pool is None:
             for chunk in chunks:
-                yield chunk, _prepare_rows([(line, payload) for line, _cells, payload in chunk.rows], self._context())
+                context = self._context()
+                chunk.now = context.now
+                yield chunk, _prepare_rows([(line, payload) for line, _cells, payload in chunk.rows], context)
             return
         pending = deque()
         try:
             for chunk in chunks:
                 rows = [(line, payload) for line, _cells, payload in chunk.rows]
-                pending.append((chunk, pool.submit(_prepare_rows, rows, self._context())))
+                context = self._context()
+                chunk.now = context.now
+                pending.append((chunk, pool.submit(_prepare_rows, rows, context)))
                 if len(pending) > self.workers:
                     chunk, future = pending.popleft()
                     yield chunk, future.result()
@@ -672,9 +710,10 @@ def _prepare_rows(rows, context):
     active rules would give the row as a new lead (``scoring.services.score_new_lead``:
     the row's own facts, this submission as its only engagement). Pure: no database.
 
-    Returns one tuple per row: ``(line, fields, attributes, consent, errors, verdict)``;
-    ``fields`` is None for a blank row, ``verdict`` None without active rules or when
-    the row is invalid.
+    Returns one tuple per row: ``(line, fields, attributes, consent, errors, verdict,
+    rendered)``; ``fields`` is None for a blank row, ``verdict`` None without active
+    rules or when the row is invalid, ``rendered`` the row's COPY lines as a new lead
+    (``_render_new``) when ``context.render`` asks for them, else None.
     """
     from scoring import engine
     from scoring.services import lead_facts
@@ -682,19 +721,61 @@ def _prepare_rows(rows, context):
     out = []
     for line, payload in rows:
         if payload is None:
-            out.append((line, None, None, False, None, None))
+            out.append((line, None, None, False, None, None, None))
             continue
         clean = clean_lead_data(payload, **context.clean_kwargs)
         if not clean.is_valid:
-            out.append((line, {}, {}, False, clean.errors, None))
+            out.append((line, {}, {}, False, clean.errors, None, None))
             continue
         verdict = None
-        if context.rules is not None:
+        lead = None
+        if context.rules is not None or context.render is not None:
             lead = _NewLead.build(clean.fields, clean.attributes, context.facts, context.now)
+        if context.rules is not None:
             found = engine.evaluate(context.rules, lead_facts(lead), [("captured", context.now)], now=context.now)
             verdict = (found.score, found.temperature, found.status, found.reason, found.explanation)
-        out.append((line, clean.fields, clean.attributes, clean.consent, None, verdict))
+        rendered = None if context.render is None else _render_new(lead, line, clean.consent, verdict, context)
+        out.append((line, clean.fields, clean.attributes, clean.consent, None, verdict, rendered))
     return out
+
+
+@dataclass
+class _Rendered:
+    """A row's COPY lines as a new lead, each without its leading id or lead id."""
+
+    ruleset_id: object  # the ruleset its verdict came from (the writer checks it is still active)
+    lead: str
+    events: list
+    consent: object  # str, or None without consent
+
+
+def _render_new(lead, line, consent, verdict, context):
+    """The lead of ``_NewLead.build`` with ``verdict`` applied as
+    ``_Scoring.score_new`` applies it, its events and its consent as
+    ``_BatchImporter._plan`` and ``_write`` make them, all stamped ``context.now``."""
+    from scoring.services import STATUS_STAMP
+
+    render, now = context.render, context.now
+    lead.created_at = lead.updated_at = now
+    data = {"form": render.form_slug, "import": render.file_name, "line": line,
+            **({"consent": render.consent[2]} if consent else {})}
+    events = [_copy_line((LeadEvent.Kind.CAPTURED, None, "", "", None, "", data, now))]
+    if verdict is not None and render.ruleset_id is not None:
+        score, temperature, status, reason, explanation = verdict
+        lead.score, lead.temperature, lead.status = score, temperature, status
+        lead.status_set_by = StatusSetBy.RULES
+        lead.reason_id = render.reason_ids.get(reason) if reason else None
+        setattr(lead, STATUS_STAMP[status], now)
+        events.append(_copy_line((LeadEvent.Kind.STATUS_CHANGED, None, LeadStatus.NEW, status, lead.reason_id, "", {
+            "set_by": "rules", "ruleset": render.ruleset_id, "version": render.ruleset_version, "score": score,
+            "temperature": temperature, "explanation": explanation,
+        }, now)))
+    consent_line = None
+    if consent:
+        form_id, text, version = render.consent
+        consent_line = _copy_line((Consent.Action.GRANTED, form_id, None, text, version, None,
+                                   f"import {render.file_name}, line {line}"[:255], now))
+    return _Rendered(render.ruleset_id, _copy_line(lead.values()), events, consent_line)
 
 
 class _NewLead:
@@ -703,6 +784,7 @@ class _NewLead:
     row's work."""
 
     pk = None
+    rendered = None  # its COPY line without the id, while nothing has changed it since
 
     @classmethod
     def build(cls, fields, attributes, facts, now):
@@ -772,7 +854,7 @@ class _BatchImporter:
         writer.write(rejected)
         try:
             with transaction.atomic():
-                result.created, result.updated = self._write(valid)
+                result.created, result.updated = self._write(valid, now=chunk.now or timezone.now())
                 on_batch(result)
         except (IntegrityError, OperationalError) as exc:
             if isinstance(exc, OperationalError) and not is_write_conflict(exc):
@@ -811,14 +893,17 @@ class _BatchImporter:
                 by_phone.setdefault(lead.phone, lead)
         return by_email, by_phone
 
-    def _plan(self, valid, *, now, locking):
+    def _plan(self, valid, *, now, locking, rendered_lines=False):
         """Walk the batch in file order, as the endpoint would see the rows one after
-        the other: which rows create a lead, which merge into one, and the events."""
+        the other: which rows create a lead, which merge into one, and the events.
+        With ``rendered_lines``, a new lead whose row came with its COPY lines (from
+        the same active ruleset) takes them instead of events to build."""
         plan = _Plan()
         by_email, by_phone = self._lookup(valid, locking=locking)
         scoring = None if self.dry_run else _Scoring.for_batch(
             {lead.pk: lead for lead in [*by_email.values(), *by_phone.values()]}, now)
-        for line, clean_fields, attributes, consent, _errors, verdict in valid:
+        active_id = scoring.active[0].pk if scoring is not None and scoring.active else None
+        for line, clean_fields, attributes, consent, _errors, verdict, rendered in valid:
             fields = {name: value for name, value in clean_fields.items() if name in services.CONTACT_FIELDS}
             email, phone = fields.get("email"), fields.get("phone")
             lead = by_email.get(email) if email else by_phone.get(phone) if phone else None
@@ -842,8 +927,15 @@ class _BatchImporter:
                     if phone:
                         self.dry_run_keys.add(f"p:{phone}")
                     continue
+                events = scoring.score_new(lead, verdict)
+                if rendered_lines and rendered is not None and rendered.ruleset_id == active_id:
+                    lead.rendered = rendered.lead
+                    plan.events.append(_RenderedLines(lead, rendered.events))
+                    if consent:
+                        plan.consents.append(_RenderedLines(lead, [rendered.consent]))
+                    continue
                 plan.events.append((lead, LeadEvent.Kind.CAPTURED, "", "", None, context))
-                plan.events.extend(scoring.score_new(lead, verdict))
+                plan.events.extend(events)
             else:
                 plan.updated += 1
                 filled = [name for name, value in fields.items() if name in services.MERGEABLE_FIELDS
@@ -865,6 +957,7 @@ class _BatchImporter:
                     _offer_phone(by_phone, phone, lead)
                 if self.dry_run:
                     continue
+                lead.rendered = None  # a lead new in this batch: its line is built again
                 lead.last_activity_at = now
                 if lead.pk is not None:
                     plan.merged[lead.pk] = lead
@@ -878,10 +971,9 @@ class _BatchImporter:
 
     # -- Writing ---------------------------------------------------------------------------
 
-    def _write(self, valid):
-        now = timezone.now()
-        plan = self._plan(valid, now=now, locking=True)
+    def _write(self, valid, *, now):
         fast = connection.vendor == "postgresql" and _can_copy()
+        plan = self._plan(valid, now=now, locking=True, rendered_lines=fast)
         for lead in plan.new_leads:
             lead.created_at = lead.updated_at = now
         for lead in plan.merged.values():
@@ -894,14 +986,19 @@ class _BatchImporter:
             _insert_leads_orm(plan.new_leads)
             if plan.merged:
                 Lead.objects.bulk_update(list(plan.merged.values()), changed)
-        event_rows = [(lead.pk, kind, None, from_status, to_status, reason_id, "", data, now)
-                      for lead, kind, from_status, to_status, reason_id, data in plan.events]
-        consent_rows = [(lead.pk, Consent.Action.GRANTED, self.form.pk, None, self.form.consent_text,
-                         self.form.consent_version, None, note, now) for lead, note in plan.consents]
+        def event_row(lead, kind, from_status, to_status, reason_id, data):
+            return (lead.pk, kind, None, from_status, to_status, reason_id, "", data, now)
+
+        def consent_row(lead, note):
+            return (lead.pk, Consent.Action.GRANTED, self.form.pk, None, self.form.consent_text,
+                    self.form.consent_version, None, note, now)
+
         if fast:
-            _copy(LeadEvent, EVENT_COLUMNS, event_rows)
-            _copy(Consent, CONSENT_COLUMNS, consent_rows)
+            _copy_lines(LeadEvent, EVENT_COLUMNS, _lines(plan.events, event_row))
+            _copy_lines(Consent, CONSENT_COLUMNS, _lines(plan.consents, consent_row))
         else:
+            event_rows = [event_row(*event) for event in plan.events]
+            consent_rows = [consent_row(*consent) for consent in plan.consents]
             LeadEvent.objects.bulk_create([LeadEvent(**dict(zip(EVENT_COLUMNS, row, strict=True)))
                                            for row in event_rows])
             Consent.objects.bulk_create([Consent(**dict(zip(CONSENT_COLUMNS, row, strict=True)))
@@ -919,7 +1016,8 @@ class _BatchImporter:
             return
         new_ids = [lead.pk for lead in plan.new_leads]
         moved = {}
-        for lead, kind, _from_status, to_status, _reason, _data in plan.events:
+        for lead, kind, _from_status, to_status, _reason, _data in (
+                event for event in plan.events if type(event) is tuple):  # not a new lead's rendered lines
             if kind in (LeadEvent.Kind.STATUS_CHANGED, LeadEvent.Kind.REQUALIFIED) and to_status:
                 moved[lead.pk] = to_status
         leads = Lead.objects.select_related("source", "form", "reason").in_bulk([*new_ids, *moved])
@@ -937,7 +1035,7 @@ class _BatchImporter:
     def _write_one_by_one(self, valid):
         """The slow, always-correct path: each row through ``services.lead_capture``."""
         created = updated = 0
-        for line, fields, attributes, consent, _errors, _verdict in valid:
+        for line, fields, attributes, consent, _errors, _verdict, _rendered in valid:
             clean = CleanLead(fields=dict(fields), attributes=dict(attributes), consent=consent)
             lead, was_created = services.lead_capture(clean=clean, form=self.form)
             kind = LeadEvent.Kind.CAPTURED if was_created else LeadEvent.Kind.RESUBMITTED
@@ -984,7 +1082,9 @@ def _insert_leads_copy(new_leads):
         ids = sorted(row[0] for row in cursor.fetchall())
     for lead, pk in zip(new_leads, ids, strict=True):
         lead.pk = lead.id = pk
-    _copy(Lead, ("id", *_lead_columns()), ([lead.pk, *lead.values()] for lead in new_leads))
+    _copy_lines(Lead, ("id", *_lead_columns()), (
+        f"{lead.pk}\t{lead.rendered}" if lead.rendered is not None else _copy_line([lead.pk, *lead.values()])
+        for lead in new_leads))
 
 
 def _update_leads_values(leads, changed):
@@ -1050,11 +1150,33 @@ def _copy_line(row):
     )
 
 
-def _copy(model, columns, rows):
-    """COPY ``rows`` (tuples of Python values, in ``columns`` order) into ``model``'s table."""
+class _RenderedLines:
+    """A new lead's rows written by a cleaning process (``_render_new``): COPY lines
+    that lack only the lead's id in front."""
+
+    __slots__ = ("lead", "lines")
+
+    def __init__(self, lead, lines):
+        self.lead, self.lines = lead, lines
+
+
+def _lines(entries, row):
+    """COPY lines of ``entries``: a ``_RenderedLines`` gives its lines after its lead's
+    id; any other entry (a tuple) is ``row(*entry)``'s values, in file order."""
+    for entry in entries:
+        if type(entry) is _RenderedLines:
+            prefix = f"{entry.lead.pk}\t"
+            for line in entry.lines:
+                yield prefix + line
+        else:
+            yield _copy_line(row(*entry))
+
+
+def _copy_lines(model, columns, lines):
+    """COPY ``lines`` (rows already in COPY's text format) into ``model``'s table."""
     buffer = io.StringIO()
-    for row in rows:
-        buffer.write(_copy_line(row))
+    for line in lines:
+        buffer.write(line)
         buffer.write("\n")
     if not buffer.tell():
         return

@@ -6,6 +6,7 @@ rejected-rows file.
 """
 
 import csv
+import datetime
 import io
 import logging
 from decimal import Decimal
@@ -447,3 +448,48 @@ def test_backslashes_tabs_line_breaks_and_a_literal_backslash_n_survive_the_copy
     caio = Lead.objects.get(email="caio@x.com.br")
     assert (caio.company, caio.city, caio.message, caio.attributes) == ("", "", "", {})
     assert LeadEvent.objects.get(lead=ana, kind=LeadEvent.Kind.CAPTURED).data["import"] == "leads.csv"
+
+
+def test_the_lines_the_cleaning_processes_write_are_those_the_writer_would_build(tmp_path, form, monkeypatch):
+    """On PostgreSQL each row's new lead, events and consent are turned into COPY lines
+    by the cleaning processes; the writer builds them itself when that is off. Both give
+    the same rows: new people, rows that merge into a lead of the same batch (whose line
+    is built again), consent, rules' verdicts, tabs and backslashes."""
+    from django.db import connection
+
+    from scoring.models import Ruleset
+
+    from ..scoring.factories import pallet_ruleset
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY lines are PostgreSQL's")
+    pallet_ruleset(state=Ruleset.State.ACTIVE)
+    rows = [f"p{i}@x.com.br;Pessoa\t{i};{'SP' if i % 3 else 'BA'};{'paletes PBR' if i % 2 else 'caixas'};"
+            f"{'R$ 30.000,00' if i % 4 else ''};{'sim' if i % 5 else ''};C:\\seg {i}\n" for i in range(40)]
+    # Merged in the batch that created them (p4 gets the budget it lacked, so its line changes).
+    rows[6:6] = ["p3@x.com.br;;;;R$ 1,00;sim;outro\n", "p4@x.com.br;Quatro;RJ;paletes PBR;50000;;\n"]
+    path = write(tmp_path, "E-mail;Nome;Estado;Interesse;Orçamento;Consent;Segmento\n" + "".join(rows))
+
+    def snapshot():
+        leads = {lead.pk: lead.email for lead in Lead.objects.all()}
+        columns = [f.attname for f in Lead._meta.concrete_fields if f.attname not in ("id",)]
+        def plain(value):  # each run has its own clock: a timestamp counts as set or not
+            return "<time>" if isinstance(value, datetime.datetime) else str(value)
+
+        return (
+            sorted(tuple(plain(v) for v in values) for values in Lead.objects.values_list(*columns)),
+            sorted((leads[e.lead_id], e.kind, e.from_status, e.to_status, e.reason_id, str(e.data), e.actor_id)
+                   for e in LeadEvent.objects.all()),
+            sorted((leads[c.lead_id], c.action, c.form_id, c.text, c.version, c.note) for c in Consent.objects.all()),
+        )
+
+    results = []
+    for render in (False, True):
+        monkeypatch.setattr(importer, "RENDER_IN_WORKERS", render)
+        Lead.objects.all().delete()
+        report = importer.import_csv(path=path, form=form, empty_values=(), batch_size=16, workers=0)
+        assert (report.created, report.updated, report.per_row_batches) == (40, 2, 0)
+        results.append(snapshot())
+    without, with_lines = results
+    assert len(with_lines[1]) > 80 and len(with_lines[2]) > 30
+    assert without == with_lines
