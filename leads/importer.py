@@ -36,6 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
@@ -734,14 +735,20 @@ def _prepare_rows(rows, context):
         if context.rules is not None:
             found = engine.evaluate(context.rules, lead_facts(lead), [("captured", context.now)], now=context.now)
             verdict = (found.score, found.temperature, found.status, found.reason, found.explanation)
-        rendered = None if context.render is None else _render_new(lead, line, clean.consent, verdict, context)
+        rendered = None
+        if context.render is not None:
+            rendered = _render_new(lead, line, clean.consent, verdict, context)
+            if verdict is not None:
+                # The explanation is in the rendered event: not sent back, the largest
+                # part of a row's result (the writer applies only the rest).
+                verdict = (*verdict[:4], None)
         out.append((line, clean.fields, clean.attributes, clean.consent, None, verdict, rendered))
     return out
 
 
-@dataclass
-class _Rendered:
-    """A row's COPY lines as a new lead, each without its leading id or lead id."""
+class _Rendered(NamedTuple):
+    """A row's COPY lines as a new lead, each without its leading id or lead id. A
+    named tuple: it crosses from the cleaning process by pickle, cheaply."""
 
     ruleset_id: object  # the ruleset its verdict came from (the writer checks it is still active)
     lead: str
@@ -927,15 +934,18 @@ class _BatchImporter:
                     if phone:
                         self.dry_run_keys.add(f"p:{phone}")
                     continue
-                events = scoring.score_new(lead, verdict)
-                if rendered_lines and rendered is not None and rendered.ruleset_id == active_id:
+                if rendered is not None and rendered.ruleset_id == active_id and rendered_lines:
+                    scoring.score_new(lead, verdict)  # the verdict on the lead; its event is rendered
                     lead.rendered = rendered.lead
                     plan.events.append(_RenderedLines(lead, rendered.events))
                     if consent:
                         plan.consents.append(_RenderedLines(lead, [rendered.consent]))
                     continue
+                if rendered is not None and rendered.ruleset_id != active_id:
+                    # Other rules were activated since the row was cleaned: judge it by those.
+                    verdict = scoring.evaluate_new(lead)
                 plan.events.append((lead, LeadEvent.Kind.CAPTURED, "", "", None, context))
-                plan.events.extend(events)
+                plan.events.extend(scoring.score_new(lead, verdict))
             else:
                 plan.updated += 1
                 filled = [name for name, value in fields.items() if name in services.MERGEABLE_FIELDS
@@ -1139,7 +1149,7 @@ _isoformat = functools.lru_cache(maxsize=16)(datetime.datetime.isoformat)
 def _copy_line(row):
     """One row in COPY's text format. Most rows hold no tab, line break or backslash:
     they are joined once and checked once; only the others are escaped value by value."""
-    texts = [_copy_text(value) for value in row]
+    texts = ["\\N" if value is None else value if type(value) is str else _copy_text(value) for value in row]
     line = "\t".join(texts)
     # The only backslashes of a clean line are those of its NULLs ("\N").
     if (line.count("\t") == len(texts) - 1 and line.count("\\") == row.count(None)
@@ -1230,6 +1240,16 @@ class _Scoring:
                 for lead_id, kind, created_at in rows:
                     engagement.setdefault(id(existing[lead_id]), []).append((kind, created_at))
         return cls(active, engagement, now)
+
+    def evaluate_new(self, lead):
+        """The verdict of the active rules on a new lead (as ``_prepare_rows``), or None."""
+        from scoring import engine
+        from scoring import services as scoring
+
+        if self.active is None:
+            return None
+        found = engine.evaluate(self.active[1], scoring.lead_facts(lead), [("captured", self.now)], now=self.now)
+        return (found.score, found.temperature, found.status, found.reason, found.explanation)
 
     def score_new(self, lead, verdict):
         """Set the row's verdict on the new lead (as ``score_new_lead``); its event."""

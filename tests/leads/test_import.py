@@ -493,3 +493,34 @@ def test_the_lines_the_cleaning_processes_write_are_those_the_writer_would_build
     without, with_lines = results
     assert len(with_lines[1]) > 80 and len(with_lines[2]) > 30
     assert without == with_lines
+
+
+def test_rows_cleaned_under_rules_since_replaced_are_judged_by_the_active_ones(tmp_path, form, monkeypatch):
+    """Rows are cleaned (and scored) a little before they are written: if other rules
+    were activated in between, the writer judges the new leads by those, with the
+    explanation, instead of the lines the cleaning process wrote."""
+    from django.db import connection
+
+    from scoring.models import Ruleset
+
+    from ..scoring.factories import pallet_ruleset
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY lines are PostgreSQL's")
+    active = pallet_ruleset(state=Ruleset.State.ACTIVE)
+    context = importer._Cleaner._context
+
+    def cleaned_under_other_rules(self):
+        found = context(self)
+        found.render.ruleset_id = -1  # as if another ruleset had been active then
+        return found
+
+    monkeypatch.setattr(importer._Cleaner, "_context", cleaned_under_other_rules)
+    path = write(tmp_path, "E-mail;Estado;Interesse\nperto@x.com.br;SP;paletes PBR\nlonge@x.com.br;BA;paletes PBR\n")
+    report = importer.import_csv(path=path, form=form, empty_values=(), workers=0)
+    assert report.created == 2
+    far = Lead.objects.get(email="longe@x.com.br")
+    assert (far.status, far.reason.slug) == ("out_of_focus", "outside_service_area")
+    event = far.events.get(kind=LeadEvent.Kind.STATUS_CHANGED)
+    assert event.data["ruleset"] == active.pk and event.data["explanation"]
+    assert far.events.filter(kind=LeadEvent.Kind.CAPTURED).count() == 1
