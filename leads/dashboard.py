@@ -91,6 +91,13 @@ class Chart:
     rows: list  # raw values
 
     @property
+    def has_data(self):
+        """Whether the chart has a figure to draw: a row with a number other than 0 (a
+        chart of zeros is a row of slivers, and says less than a sentence)."""
+        return any(value not in (None, 0) for row in self.rows
+                   for (_header, kind), value in zip(self.columns, row, strict=True) if kind != "text")
+
+    @property
     def table(self):
         return [[_fmt(kind, value) for (_header, kind), value in zip(self.columns, row, strict=True)]
                 for row in self.rows]

@@ -395,3 +395,17 @@ def test_a_lead_the_rules_qualify_at_capture_counts_in_time_to_qualify_as_zero(c
     assert total.qualified == 1
     assert total.qualify_mean == pytest.approx(0, abs=1) and total.qualify_median == pytest.approx(0, abs=1)
     assert total.qualify_mean >= 0
+
+
+def test_a_chart_with_only_zeros_says_so_instead_of_drawing_slivers(client, world, manager):
+    client.force_login(manager)
+    period = world["period"]
+    drawn = client.get(reverse("insights:dashboard"), {"start": period.start, "end": period.end}).content.decode()
+    funnel = drawn[drawn.index('id="chart-funnel"'):]
+    assert "<svg" in funnel[:funnel.index("</section>")]
+    # A period before any lead: the funnel is all zeros.
+    empty = client.get(reverse("insights:dashboard"), {"start": "2001-01-01", "end": "2001-01-31"}).content.decode()
+    funnel = empty[empty.index('id="chart-funnel"'):]
+    funnel = funnel[:funnel.index("</section>")]
+    assert "<svg" not in funnel and "Nothing to show for this period." in funnel
+    assert '<td class="num">0</td>' in funnel  # the numbers stay in the table
