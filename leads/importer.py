@@ -934,15 +934,16 @@ class _BatchImporter:
                     if phone:
                         self.dry_run_keys.add(f"p:{phone}")
                     continue
-                if rendered is not None and rendered.ruleset_id == active_id and rendered_lines:
-                    scoring.score_new(lead, verdict)  # the verdict on the lead; its event is rendered
-                    lead.rendered = rendered.lead
-                    plan.events.append(_RenderedLines(lead, rendered.events))
-                    if consent:
-                        plan.consents.append(_RenderedLines(lead, [rendered.consent]))
-                    continue
-                if rendered is not None and rendered.ruleset_id != active_id:
-                    # Other rules were activated since the row was cleaned: judge it by those.
+                if rendered is not None:
+                    if rendered_lines and rendered.ruleset_id == active_id:
+                        scoring.score_new(lead, verdict)  # the verdict on the lead; its event is rendered
+                        lead.rendered = rendered.lead
+                        plan.events.append(_RenderedLines(lead, rendered.events))
+                        if consent:
+                            plan.consents.append(_RenderedLines(lead, [rendered.consent]))
+                        continue
+                    # Not written from its lines (other rules were activated since it was
+                    # cleaned): judged here by the active rules, explanation included.
                     verdict = scoring.evaluate_new(lead)
                 plan.events.append((lead, LeadEvent.Kind.CAPTURED, "", "", None, context))
                 plan.events.extend(scoring.score_new(lead, verdict))
@@ -967,7 +968,8 @@ class _BatchImporter:
                     _offer_phone(by_phone, phone, lead)
                 if self.dry_run:
                     continue
-                lead.rendered = None  # a lead new in this batch: its line is built again
+                if lead.pk is None:
+                    lead.rendered = None  # new in this batch: its line is built again
                 lead.last_activity_at = now
                 if lead.pk is not None:
                     plan.merged[lead.pk] = lead
