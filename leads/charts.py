@@ -62,6 +62,23 @@ def funnel(stages, *, title, desc):
     return _svg(WIDTH, height, title, desc, "".join(parts))
 
 
+LABEL_CHARS, LABEL_LINE = 28, 13  # a bar label's line: characters at 12 px in 190 px, and its height
+
+
+def _label_lines(label):
+    """A bar's label in one line, or two split between words ("Valor dos negócios dos
+    leads" no longer loses its end); only what is still too long is cut, with "…"."""
+    if len(label) <= LABEL_CHARS:
+        return [label]
+    words = label.split()
+    first = words.pop(0)
+    while words and len(first) + 1 + len(words[0]) <= LABEL_CHARS:
+        first += " " + words.pop(0)
+    rest = " ".join(words)
+    lines = [first, rest] if rest else [first]
+    return [line if len(line) <= LABEL_CHARS else line[:LABEL_CHARS - 1] + "…" for line in lines]
+
+
 def bars(labels, series, *, title, desc):
     """Horizontal grouped bars: ``labels`` (one per group), ``series`` [(name, [values])]."""
     values = [v or 0 for _, vs in series for v in vs]
@@ -73,9 +90,11 @@ def bars(labels, series, *, title, desc):
     parts = []
     for i, label in enumerate(labels):
         y0 = gap + i * (group_h + gap)
-        text = label if len(label) <= 28 else label[:27] + "…"
-        parts.append(f'<text x="{label_w - 8}" y="{y0 + group_h / 2 + 4}" text-anchor="end" font-size="12">'
-                     f'{escape(text)}</text>')
+        lines = _label_lines(label)
+        middle = y0 + group_h / 2 + 4 - (len(lines) - 1) * LABEL_LINE / 2
+        parts.append(f'<text x="{label_w - 8}" y="{middle:.1f}" text-anchor="end" font-size="12">' + "".join(
+            f'<tspan x="{label_w - 8}" y="{middle + k * LABEL_LINE:.1f}">{escape(line)}</tspan>'
+            for k, line in enumerate(lines)) + '</text>')
         for j, (name, vs) in enumerate(series):
             value = vs[i]
             width = usable * (value or 0) / top

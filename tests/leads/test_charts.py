@@ -34,3 +34,19 @@ def test_month_labels_that_would_overlap_are_thinned_keeping_the_first_and_the_l
     assert all(later - earlier >= widest for earlier, later in itertools.pairwise(positions))
     few = str(charts.lines(MONTHS[:4], [("Uma", [1, 2, 3, 4])], title="t", desc="d"))
     assert re.findall(r'font-size="11">([A-Z][a-z]{2} 2026)</text>', few) == MONTHS[:4]  # room for all
+
+
+def test_a_long_bar_label_wraps_to_two_lines_between_words_and_only_the_rest_is_cut():
+    labels = ["Investimento", "Valor dos negócios dos leads", "Procura o que não vendemos e nem pretende vender um dia",
+              "Paletesdemadeiraparaexportacaocertificados"]
+    svg = str(charts.bars(labels, [("Valor", [1, 2, 3, 4])], title="Custo", desc="Custo e retorno"))
+    labels_drawn = re.findall(r'<text [^>]*font-size="12">(.*?)</text>', svg)
+    lines = [re.findall(r"<tspan[^>]*>([^<]*)</tspan>", drawn) for drawn in labels_drawn]
+    assert lines[0] == ["Investimento"]
+    assert lines[1] == ["Valor dos negócios dos leads"]
+    assert lines[2] == ["Procura o que não vendemos e", "nem pretende vender um dia"]
+    assert lines[3] == ["Paletesdemadeiraparaexportacaocertificados"[:27] + "…"]  # one word: cut
+    assert all(len(line) <= charts.LABEL_CHARS for drawn in lines for line in drawn)
+    # Two lines sit around the bar's middle: the second 13 px below the first.
+    ys = [float(y) for y in re.findall(r'<tspan x="[\d.]+" y="([\d.]+)"', labels_drawn[2])]
+    assert ys[1] - ys[0] == charts.LABEL_LINE
