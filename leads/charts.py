@@ -71,6 +71,8 @@ def _label_lines(label):
     if len(label) <= LABEL_CHARS:
         return [label]
     words = label.split()
+    if not words:
+        return [""]
     first = words.pop(0)
     while words and len(first) + 1 + len(words[0]) <= LABEL_CHARS:
         first += " " + words.pop(0)

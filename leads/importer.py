@@ -22,6 +22,7 @@ import datetime
 import functools
 import hashlib
 import io
+import itertools
 import json
 import logging
 import multiprocessing
@@ -539,7 +540,7 @@ def import_csv(*, path, form, columns=None, overrides=None, empty_values=(), dry
     importer = _BatchImporter(form=form, file_name=file_name, dry_run=dry_run)
     cleaner = _Cleaner(form, empty_values, workers=default_workers() if workers is None else workers,
                        file_name=file_name,
-                       render=RENDER_IN_WORKERS and not dry_run and connection.vendor == "postgresql" and _can_copy())
+                       render=RENDER_IN_WORKERS and not dry_run and _can_copy())
     try:
         for chunk, prepared in cleaner.prepare(chunks):
             batch = importer.run(chunk, prepared, writer, on_batch=lambda batch, chunk=chunk: (
@@ -757,32 +758,49 @@ class _Rendered(NamedTuple):
 
 
 def _render_new(lead, line, consent, verdict, context):
-    """The lead of ``_NewLead.build`` with ``verdict`` applied as
-    ``_Scoring.score_new`` applies it, its events and its consent as
-    ``_BatchImporter._plan`` and ``_write`` make them, all stamped ``context.now``."""
-    from scoring.services import STATUS_STAMP
-
+    """The lead of ``_NewLead.build`` with ``verdict`` applied, its events and its
+    consent, as ``_BatchImporter._plan`` and ``_write`` make them, all stamped
+    ``context.now``."""
     render, now = context.render, context.now
     lead.created_at = lead.updated_at = now
-    data = {"form": render.form_slug, "import": render.file_name, "line": line,
-            **({"consent": render.consent[2]} if consent else {})}
+    data = _import_context(render.form_slug, render.file_name, line, render.consent[2] if consent else None)
     events = [_copy_line((LeadEvent.Kind.CAPTURED, None, "", "", None, "", data, now))]
     if verdict is not None and render.ruleset_id is not None:
-        score, temperature, status, reason, explanation = verdict
-        lead.score, lead.temperature, lead.status = score, temperature, status
-        lead.status_set_by = StatusSetBy.RULES
-        lead.reason_id = render.reason_ids.get(reason) if reason else None
-        setattr(lead, STATUS_STAMP[status], now)
-        events.append(_copy_line((LeadEvent.Kind.STATUS_CHANGED, None, LeadStatus.NEW, status, lead.reason_id, "", {
-            "set_by": "rules", "ruleset": render.ruleset_id, "version": render.ruleset_version, "score": score,
-            "temperature": temperature, "explanation": explanation,
-        }, now)))
+        _apply_verdict(lead, verdict, render.reason_ids, now)
+        events.append(_copy_line((LeadEvent.Kind.STATUS_CHANGED, None, LeadStatus.NEW, lead.status, lead.reason_id,
+                                  "", _status_data(render.ruleset_id, render.ruleset_version, verdict), now)))
     consent_line = None
     if consent:
         form_id, text, version = render.consent
         consent_line = _copy_line((Consent.Action.GRANTED, form_id, None, text, version, None,
-                                   f"import {render.file_name}, line {line}"[:255], now))
+                                   _consent_note(render.file_name, line), now))
     return _Rendered(render.ruleset_id, _copy_line(lead.values()), events, consent_line)
+
+
+def _apply_verdict(lead, verdict, reason_ids, now):
+    """Set a row's ``verdict`` tuple on its new lead, as capture does."""
+    from scoring.services import new_lead_verdict_set
+
+    score, temperature, status, reason, _explanation = verdict
+    new_lead_verdict_set(lead, score=score, temperature=temperature, status=status, reason=reason,
+                         reason_ids=reason_ids, now=now)
+
+
+def _status_data(ruleset_id, version, verdict):
+    """The data of a new lead's status event, as capture writes it."""
+    score, temperature, _status, _reason, explanation = verdict
+    return {"set_by": "rules", "ruleset": ruleset_id, "version": version, "score": score,
+            "temperature": temperature, "explanation": explanation}
+
+
+def _import_context(form_slug, file_name, line, consent_version):
+    """What a row's *captured* or *resubmitted* event says of where it came from."""
+    return {"form": form_slug, "import": file_name, "line": line,
+            **({"consent": consent_version} if consent_version is not None else {})}
+
+
+def _consent_note(file_name, line):
+    return f"import {file_name}, line {line}"[:255]
 
 
 class _NewLead:
@@ -879,8 +897,7 @@ class _BatchImporter:
     # -- Planning: who is new, who is merged, and how ------------------------------------
 
     def _context(self, line, consent):
-        return {"form": self.form.slug, "import": self.file_name, "line": line,
-                **({"consent": self.form.consent_version} if consent else {})}
+        return _import_context(self.form.slug, self.file_name, line, self.form.consent_version if consent else None)
 
     def _lookup(self, valid, *, locking):
         """The existing leads of the batch, by email and by phone (lowest id first, as
@@ -936,11 +953,11 @@ class _BatchImporter:
                     continue
                 if rendered is not None:
                     if rendered_lines and rendered.ruleset_id == active_id:
-                        scoring.score_new(lead, verdict)  # the verdict on the lead; its event is rendered
+                        scoring.score_new(lead, verdict, event=False)
                         lead.rendered = rendered.lead
-                        plan.events.append(_RenderedLines(lead, rendered.events))
+                        plan.rendered_events.append((lead, rendered.events))
                         if consent:
-                            plan.consents.append(_RenderedLines(lead, [rendered.consent]))
+                            plan.rendered_consents.append((lead, [rendered.consent]))
                         continue
                     # Not written from its lines (other rules were activated since it was
                     # cleaned): judged here by the active rules, explanation included.
@@ -978,13 +995,13 @@ class _BatchImporter:
                                     {**context, "filled": filled + sorted(new_attributes)}))
                 plan.events.extend(scoring.requalify(lead, plan.changed_fields))
             if consent and not self.dry_run:
-                plan.consents.append((lead, f"import {self.file_name}, line {line}"[:255]))
+                plan.consents.append((lead, _consent_note(self.file_name, line)))
         return plan
 
     # -- Writing ---------------------------------------------------------------------------
 
     def _write(self, valid, *, now):
-        fast = connection.vendor == "postgresql" and _can_copy()
+        fast = _can_copy()
         plan = self._plan(valid, now=now, locking=True, rendered_lines=fast)
         for lead in plan.new_leads:
             lead.created_at = lead.updated_at = now
@@ -1006,8 +1023,10 @@ class _BatchImporter:
                     self.form.consent_version, None, note, now)
 
         if fast:
-            _copy_lines(LeadEvent, EVENT_COLUMNS, _lines(plan.events, event_row))
-            _copy_lines(Consent, CONSENT_COLUMNS, _lines(plan.consents, consent_row))
+            _copy_lines(LeadEvent, EVENT_COLUMNS, itertools.chain(
+                _prefixed(plan.rendered_events), (_copy_line(event_row(*event)) for event in plan.events)))
+            _copy_lines(Consent, CONSENT_COLUMNS, itertools.chain(
+                _prefixed(plan.rendered_consents), (_copy_line(consent_row(*consent)) for consent in plan.consents)))
         else:
             event_rows = [event_row(*event) for event in plan.events]
             consent_rows = [consent_row(*consent) for consent in plan.consents]
@@ -1028,8 +1047,7 @@ class _BatchImporter:
             return
         new_ids = [lead.pk for lead in plan.new_leads]
         moved = {}
-        for lead, kind, _from_status, to_status, _reason, _data in (
-                event for event in plan.events if type(event) is tuple):  # not a new lead's rendered lines
+        for lead, kind, _from_status, to_status, _reason, _data in plan.events:
             if kind in (LeadEvent.Kind.STATUS_CHANGED, LeadEvent.Kind.REQUALIFIED) and to_status:
                 moved[lead.pk] = to_status
         leads = Lead.objects.select_related("source", "form", "reason").in_bulk([*new_ids, *moved])
@@ -1067,6 +1085,10 @@ class _Plan:
     updated: int = 0  # rows merged into a lead
     events: list = field(default_factory=list)  # (lead, kind, from_status, to_status, reason_id, data)
     consents: list = field(default_factory=list)  # (lead, note)
+    # New leads' rows written by the cleaning processes: (lead, [COPY lines without the lead's id]).
+    # Each is its lead's first row, so writing them before ``events`` keeps every lead's order.
+    rendered_events: list = field(default_factory=list)
+    rendered_consents: list = field(default_factory=list)
 
 
 EVENT_COLUMNS = ("lead_id", "kind", "actor_id", "from_status", "to_status", "reason_id", "note", "data",
@@ -1121,6 +1143,9 @@ def _update_leads_values(leads, changed):
 
 
 def _can_copy():
+    """Whether this connection writes with COPY (PostgreSQL through psycopg2)."""
+    if connection.vendor != "postgresql":
+        return False
     connection.ensure_connection()
     return hasattr(connection.connection.cursor(), "copy_expert")
 
@@ -1162,26 +1187,13 @@ def _copy_line(row):
     )
 
 
-class _RenderedLines:
-    """A new lead's rows written by a cleaning process (``_render_new``): COPY lines
-    that lack only the lead's id in front."""
-
-    __slots__ = ("lead", "lines")
-
-    def __init__(self, lead, lines):
-        self.lead, self.lines = lead, lines
-
-
-def _lines(entries, row):
-    """COPY lines of ``entries``: a ``_RenderedLines`` gives its lines after its lead's
-    id; any other entry (a tuple) is ``row(*entry)``'s values, in file order."""
-    for entry in entries:
-        if type(entry) is _RenderedLines:
-            prefix = f"{entry.lead.pk}\t"
-            for line in entry.lines:
-                yield prefix + line
-        else:
-            yield _copy_line(row(*entry))
+def _prefixed(rendered):
+    """COPY lines written by a cleaning process, ``[(lead, [line])]``, with each
+    lead's id in front."""
+    for lead, lines in rendered:
+        prefix = f"{lead.pk}\t"
+        for line in lines:
+            yield prefix + line
 
 
 def _copy_lines(model, columns, lines):
@@ -1253,23 +1265,20 @@ class _Scoring:
         found = engine.evaluate(self.active[1], scoring.lead_facts(lead), [("captured", self.now)], now=self.now)
         return (found.score, found.temperature, found.status, found.reason, found.explanation)
 
-    def score_new(self, lead, verdict):
-        """Set the row's verdict on the new lead (as ``score_new_lead``); its event."""
+    def score_new(self, lead, verdict, *, event=True):
+        """Set the row's verdict on the new lead (as ``score_new_lead``); its event
+        (none with ``event=False``: a cleaning process wrote it)."""
         from scoring import services as scoring
 
         if self.active is None or verdict is None:
             return []
         ruleset, _rules = self.active
-        score, temperature, status, reason, explanation = verdict
-        lead.score, lead.temperature, lead.status = score, temperature, status
-        lead.status_set_by = StatusSetBy.RULES
-        lead.reason_id = scoring.reason_ids_cached().get(reason) if reason else None
-        setattr(lead, scoring.STATUS_STAMP[status], self.now)
+        _apply_verdict(lead, verdict, scoring.reason_ids_cached(), self.now)
         self.engagement[id(lead)] = [("captured", self.now)]
-        return [(lead, LeadEvent.Kind.STATUS_CHANGED, LeadStatus.NEW, status, lead.reason_id, {
-            "set_by": "rules", "ruleset": ruleset.pk, "version": ruleset.version, "score": score,
-            "temperature": temperature, "explanation": explanation,
-        })]
+        if not event:
+            return []
+        return [(lead, LeadEvent.Kind.STATUS_CHANGED, LeadStatus.NEW, lead.status, lead.reason_id,
+                 _status_data(ruleset.pk, ruleset.version, verdict))]
 
     def requalify(self, lead, changed_fields):
         """After a merge into ``lead``: its new verdict, applied in memory; the events."""

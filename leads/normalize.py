@@ -57,27 +57,29 @@ def normalize_phone(value, default_region="BR"):
     value = (value or "").strip()
     if not value:
         return ""
-    try:
-        number = phonenumbers.parse(value, default_region)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError("Enter a valid phone number.") from exc
-    if not phonenumbers.is_valid_number(number):
+    number = _valid_number(value, default_region)
+    if number is None:
         raise ValueError("Enter a valid phone number.")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _valid_number(value, region):
+    """``value`` as a valid ``phonenumbers`` number (read as one of ``region`` when it
+    has no country code), or None."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.is_valid_number(number) else None
 
 
 def display_phone(value, default_region="BR"):
     """An E.164 number as people read it: the national format for a number of
     ``default_region`` ('(11) 98765-4321'), the international one for any other
     ('+1 650-253-0000'). A value that does not parse is shown as it is."""
-    if not value:
-        return ""
-    try:
-        number = phonenumbers.parse(value, default_region)
-    except phonenumbers.NumberParseException:
-        return value
-    if not phonenumbers.is_valid_number(number):
-        return value
+    number = _valid_number(value, default_region) if value else None
+    if number is None:
+        return value or ""
     national = phonenumbers.region_code_for_number(number) == (default_region or "").upper()
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL if national
                                       else phonenumbers.PhoneNumberFormat.INTERNATIONAL)

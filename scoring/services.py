@@ -203,14 +203,22 @@ def score_new_lead(lead, *, now, ruleset_id=_UNCHECKED):
         return None
     ruleset, rules = active
     verdict = engine.evaluate(rules, lead_facts(lead), [("captured", now)], now=now)
-    lead.score, lead.temperature, lead.status = verdict.score, verdict.temperature, verdict.status
-    lead.status_set_by = StatusSetBy.RULES
     # With a checked id, the reasons read with the ruleset (no query on this path).
     reasons = _reasons_cache["value"] if ruleset_id is not _UNCHECKED else None
-    reasons = reasons if reasons is not None else reason_ids_cached()
-    lead.reason_id = reasons.get(verdict.reason) if verdict.reason else None
-    setattr(lead, STATUS_STAMP[verdict.status], now)
+    new_lead_verdict_set(lead, score=verdict.score, temperature=verdict.temperature, status=verdict.status,
+                         reason=verdict.reason, reason_ids=reasons if reasons is not None else reason_ids_cached(),
+                         now=now)
     return ruleset, verdict
+
+
+def new_lead_verdict_set(lead, *, score, temperature, status, reason, reason_ids, now):
+    """Set a verdict's fields on a lead not yet inserted (``score_new_lead``, and the
+    CSV import, which scores its rows in other processes): ``reason_ids`` maps reason
+    slugs to ids."""
+    lead.score, lead.temperature, lead.status = score, temperature, status
+    lead.status_set_by = StatusSetBy.RULES
+    lead.reason_id = reason_ids.get(reason) if reason else None
+    setattr(lead, STATUS_STAMP[status], now)
 
 
 STATUS_STAMP = {"qualified": "qualified_at", "disqualified": "disqualified_at", "out_of_focus": "out_of_focus_at"}

@@ -238,13 +238,13 @@ LOCALE_PATHS = [BASE_DIR / "config" / "locale"]
 TIME_ZONE = env("TIME_ZONE", default="America/Sao_Paulo")
 USE_I18N = True
 USE_TZ = True
-# Phone numbers without a country code are read as numbers of this region.
 # Connections a rescoring (and a ruleset's impact preview) works on at once (PostgreSQL).
 # Each keeps one database core busy: where the database shares its cores with the web
 # tier, 1 leaves the other core to requests (bench/load.py: submissions' p99 during a
 # rescore of 1M leads 77 ms with 1, 121 ms with 2, on 2 cores). A dedicated database host
 # can take more.
 FUNIL_RESCORE_WORKERS = env.int("FUNIL_RESCORE_WORKERS", default=1)
+# Phone numbers without a country code are read as numbers of this region.
 FUNIL_DEFAULT_PHONE_REGION = env("FUNIL_DEFAULT_PHONE_REGION", default="BR")
 FUNIL_DEFAULT_CURRENCY = env("FUNIL_DEFAULT_CURRENCY", default="BRL")
 # How long the inbox remembers a person's total for one set of filters (0: count every

@@ -1,11 +1,12 @@
 from django import template
+from django.conf import settings
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 
-from .. import selectors
+from .. import normalize, selectors
 from ..models import LeadStatus, Temperature
 
 register = template.Library()
@@ -129,11 +130,7 @@ def money(value, currency="BRL"):
 def phone(value):
     """``lead.phone|phone``: the stored E.164 number as people read it ("(11) 98765-4321";
     a foreign one "+1 650-253-0000")."""
-    from django.conf import settings
-
-    from ..normalize import display_phone
-
-    return display_phone(value, settings.FUNIL_DEFAULT_PHONE_REGION)
+    return normalize.display_phone(value, settings.FUNIL_DEFAULT_PHONE_REGION)
 
 
 @register.filter

@@ -47,6 +47,7 @@ def test_a_long_bar_label_wraps_to_two_lines_between_words_and_only_the_rest_is_
     assert lines[2] == ["Procura o que não vendemos e", "nem pretende vender um dia"]
     assert lines[3] == ["Paletesdemadeiraparaexportacaocertificados"[:27] + "…"]  # one word: cut
     assert all(len(line) <= charts.LABEL_CHARS for drawn in lines for line in drawn)
+    assert charts._label_lines(" " * 40) == [""]  # a blank label draws nothing, and does not fail
     # Two lines sit around the bar's middle: the second 13 px below the first.
     ys = [float(y) for y in re.findall(r'<tspan x="[\d.]+" y="([\d.]+)"', labels_drawn[2])]
     assert ys[1] - ys[0] == charts.LABEL_LINE
